@@ -1,0 +1,47 @@
+"""The ``goracs`` command: a thin shell over the library.
+
+Each command family lives in its own module exposing ``add_commands(subparsers)``; every
+command function returns an exit code. :class:`GoracsError` becomes a one-line message on
+stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from goracs.errors import GoracsError
+
+# Modules that contribute sub-commands, in the order they appear in --help.
+COMMAND_MODULES = [
+    "goracs.select.commands",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="goracs",
+        description="Coreset selection for fine-tuning LLM-based recommenders (GORACS).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for mod in COMMAND_MODULES:
+        importlib.import_module(mod).add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except GoracsError as exc:
+        print(f"goracs: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("goracs: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

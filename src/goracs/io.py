@@ -1,0 +1,82 @@
+"""Safe array loading and atomic output writing (the I/O edge of the project)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from goracs.errors import GoracsError
+
+
+def load_array(path: str | os.PathLike, name: str | None = None) -> np.ndarray:
+    """Load one array from ``.npy`` (never unpickled) or ``.safetensors``.
+
+    A safetensors file must hold exactly one tensor unless ``name`` picks one.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise GoracsError(f"file not found: {p}")
+    try:
+        if p.suffix == ".npy":
+            return np.load(p, allow_pickle=False)
+        if p.suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            tensors = load_file(str(p))
+            if name is not None:
+                if name not in tensors:
+                    raise GoracsError(f"{p}: no tensor named {name!r}")
+                return tensors[name]
+            if len(tensors) != 1:
+                raise GoracsError(
+                    f"{p}: holds {len(tensors)} tensors ({', '.join(sorted(tensors))}); "
+                    "expected exactly one"
+                )
+            return next(iter(tensors.values()))
+    except GoracsError:
+        raise
+    except Exception as exc:  # numpy/safetensors raise many types for a corrupt file
+        raise GoracsError(f"cannot read {p}: {type(exc).__name__}: {exc}") from None
+    raise GoracsError(f"{p}: unsupported array format (use .npy or .safetensors)")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> None:
+    """Serialise ``obj`` as JSON and write it atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def atomic_save_npy(path: str | os.PathLike, arr: np.ndarray) -> None:
+    """Save an array as ``.npy`` atomically."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp.npy", dir=p.parent)
+    os.close(fd)
+    try:
+        np.save(tmp, np.asarray(arr), allow_pickle=False)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
