@@ -16,6 +16,7 @@ from goracs.errors import GoracsError
 # Modules that contribute sub-commands, in the order they appear in --help.
 COMMAND_MODULES = [
     "goracs.select.commands",
+    "goracs.data.commands",
 ]
 
 
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("goracs: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `head`)
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

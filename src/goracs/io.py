@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,14 @@ def load_array(path: str | os.PathLike, name: str | None = None) -> np.ndarray:
     raise GoracsError(f"{p}: unsupported array format (use .npy or .safetensors)")
 
 
+def _umask_mode() -> int:
+    """The mode a plainly created file gets (0o666 less the umask); mkstemp would give 0o600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH
+            | stat.S_IWOTH) & ~mask
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     p = Path(path)
@@ -55,6 +64,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
@@ -75,6 +85,7 @@ def atomic_save_npy(path: str | os.PathLike, arr: np.ndarray) -> None:
     os.close(fd)
     try:
         np.save(tmp, np.asarray(arr), allow_pickle=False)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):

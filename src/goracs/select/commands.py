@@ -1,18 +1,167 @@
-"""CLI commands of the selection package: ``goracs methods``."""
+"""CLI commands of the selection package: ``goracs select`` and ``goracs methods``."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Any
 
-from goracs.select import available_methods
+import numpy as np
+
+from goracs.errors import GoracsError
+from goracs.io import atomic_write_json, load_array
+from goracs.select import SelectionData, available_methods, get_selector
+
+# CLI flag -> constructor argument, passed when the chosen method's constructor takes it.
+_METHOD_FLAGS = {
+    "lam": "lam",
+    "max_iters": "max_iters",
+    "candidates": "candidates",
+    "init_stop": "init_stop",
+    "swaps_per_round": "swaps_per_round",
+    "tol": "tol",
+}
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("methods", help="list the registered selection methods")
     p.set_defaults(func=cmd_methods)
 
+    p = sub.add_parser(
+        "select",
+        help="select a coreset from embeddings and gradient norms",
+        description="Select a coreset; writes OUT/selection.json (indices, POO, trace, "
+        "parameters, seconds per stage).",
+    )
+    p.add_argument("--train-emb", help="(N, d) training embeddings, .npy or .safetensors")
+    p.add_argument("--valid-emb", help="(V, d) validation embeddings")
+    p.add_argument("--grad-norms", help="(N,) per-sample gradient norms")
+    p.add_argument("--train-labels", help="(N,) integer class labels (label-enhanced GORACS)")
+    p.add_argument("--valid-labels", help="(V,) integer class labels")
+    p.add_argument("--score", action="append", default=[], metavar="NAME=FILE",
+                   help="an extra per-sample score for importance baselines (repeatable)")
+    p.add_argument("--budget", type=int, required=True, help="coreset size n")
+    p.add_argument("--method", default="goracs", help="selection method (see `goracs methods`)")
+    p.add_argument("--lam", type=float, default=0.5, help="lambda, weight of gradient norms")
+    p.add_argument("--max-iters", type=_iters, default=100,
+                   help="accepted swaps at most; 'none' runs until no candidate improves")
+    p.add_argument("--candidates", type=int, default=30, help="c, swap candidates per side")
+    p.add_argument("--init-stop", default="exact", choices=["exact", "assigned"],
+                   help="greedy stopping rule: at n picks, or the reference's rule")
+    p.add_argument("--swaps-per-round", type=_iters, default=None,
+                   help="accepted swaps per marginal-impact computation (1: reference loop)")
+    p.add_argument("--tol", type=float, default=1e-4,
+                   help="end refinement when a round lowers POO by less than this share")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other constructor argument of the method (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_select)
+
+
+def _iters(text: str) -> int | None:
+    if text.lower() in ("none", "all", "inf"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from None
+
 
 def cmd_methods(args: argparse.Namespace) -> int:
     for name, doc in available_methods().items():
-        print(f"{name:16s} {doc}")
+        print(f"{name:18s} {doc}")
+    return 0
+
+
+def _parse_kv(items: list[str], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise GoracsError(f"{what} must look like KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip().replace("-", "_")] = v
+    return out
+
+
+def _literal(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def build_selector(args: argparse.Namespace) -> Any:
+    """Instantiate the chosen method with the flags its constructor accepts."""
+    cls = get_selector(args.method)
+    accepted = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            accepted |= set(inspect.signature(klass.__init__).parameters)
+    kwargs: dict[str, Any] = {"budget": args.budget, "seed": args.seed}
+    for flag, pname in _METHOD_FLAGS.items():
+        if pname in accepted:
+            kwargs[pname] = getattr(args, flag)
+    for k, v in _parse_kv(args.param, "--param").items():
+        if k not in accepted:
+            raise GoracsError(f"method {args.method!r} has no parameter {k!r}")
+        kwargs[k] = _literal(v)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise GoracsError(f"bad parameters for {args.method}: {exc}") from None
+
+
+def load_selection_data(args: argparse.Namespace) -> SelectionData:
+    def opt(path: str | None) -> np.ndarray | None:
+        return None if path is None else load_array(path)
+
+    scores = {k: load_array(v) for k, v in _parse_kv(args.score, "--score").items()}
+    data = SelectionData(
+        train_emb=opt(args.train_emb),
+        valid_emb=opt(args.valid_emb),
+        grad_norms=opt(args.grad_norms),
+        train_labels=opt(args.train_labels),
+        valid_labels=opt(args.valid_labels),
+        scores=scores,
+    )
+    for name in ("train_labels", "valid_labels"):
+        arr = getattr(data, name)
+        if arr is not None:
+            if np.issubdtype(arr.dtype, np.floating):
+                if not np.isfinite(arr).all() or not np.all(arr == np.round(arr)):
+                    raise GoracsError(f"{name.replace('_', '-')} must hold integer labels")
+                setattr(data, name, arr.astype(np.int64))
+            elif not np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_:
+                raise GoracsError(f"{name.replace('_', '-')} must hold integer labels")
+    return data
+
+
+def run_selection(selector: Any, data: SelectionData, out_dir: str | Path,
+                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fit ``selector`` and write ``out_dir/selection.json`` atomically; returns the manifest."""
+    selector.fit(data)
+    manifest = selector.result().to_json()
+    if extra:
+        manifest.update(extra)
+    atomic_write_json(Path(out_dir) / "selection.json", manifest)
+    return manifest
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    if args.budget <= 0:
+        raise GoracsError(f"budget must be a positive integer, got {args.budget}")
+    selector = build_selector(args)
+    data = load_selection_data(args)
+    inputs = {k: getattr(args, k) for k in ("train_emb", "valid_emb", "grad_norms",
+                                             "train_labels", "valid_labels")}
+    manifest = run_selection(selector, data, args.out, extra={"inputs": inputs})
+    poo = manifest.get("poo")
+    poo_txt = "" if poo is None else f", POO {poo:.5f}"
+    print(f"selected {manifest['budget']} of {data.n_train} with {manifest['method']}{poo_txt} "
+          f"in {manifest['seconds']['total']:.1f} s -> {Path(args.out) / 'selection.json'}",
+          file=sys.stderr)
     return 0

@@ -1,0 +1,149 @@
+"""`goracs select` end to end, and its one-line errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from goracs.cli import main
+
+
+@pytest.fixture()
+def arrays(tmp_path: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(0)
+    files = {
+        "train": rng.normal(size=(120, 8)).astype(np.float32),
+        "valid": rng.normal(size=(30, 8)).astype(np.float32),
+        "grads": rng.uniform(1, 3, size=120).astype(np.float32),
+        "tl": rng.integers(0, 2, size=120),
+        "vl": np.array([0] * 18 + [1] * 12),
+    }
+    out = {}
+    for k, v in files.items():
+        out[k] = tmp_path / f"{k}.npy"
+        np.save(out[k], v)
+    out["train_st"] = tmp_path / "train.safetensors"
+    save_file({"emb": files["train"]}, str(out["train_st"]))
+    return out
+
+
+def base_args(a: dict[str, Path], out: Path, budget: int = 10) -> list[str]:
+    return ["select", "--train-emb", str(a["train"]), "--valid-emb", str(a["valid"]),
+            "--grad-norms", str(a["grads"]), "--budget", str(budget), "--lam", "0.5",
+            "--max-iters", "20", "--candidates", "5", "--out", str(out)]
+
+
+def test_select_writes_the_manifest(arrays, tmp_path):
+    out = tmp_path / "run"
+    assert main(base_args(arrays, out)) == 0
+    sel = json.loads((out / "selection.json").read_text())
+    assert sel["method"] == "goracs" and sel["budget"] == 10
+    assert len(sel["indices"]) == 10 and sel["indices"] == sorted(set(sel["indices"]))
+    assert sel["poo"] == sel["trace"][-1]
+    assert sel["params"]["lam"] == 0.5 and sel["params"]["max_iters"] == 20
+    assert {"cost", "greedy", "exact_ot", "refine", "total"} <= set(sel["seconds"])
+    assert 0 <= sel["pass_at_1"] <= 1
+    assert [p.name for p in out.iterdir()] == ["selection.json"]
+
+
+def test_same_seed_same_bytes_except_timings(arrays, tmp_path):
+    runs = []
+    for k in range(2):
+        out = tmp_path / f"r{k}"
+        assert main(base_args(arrays, out) + ["--seed", "3"]) == 0
+        sel = json.loads((out / "selection.json").read_text())
+        for key in ("seconds", "trace_seconds", "refine_stats", "inputs"):
+            sel.pop(key)
+        runs.append(json.dumps(sel, sort_keys=True))
+    assert runs[0] == runs[1]
+
+
+def test_safetensors_input_and_labels(arrays, tmp_path):
+    out = tmp_path / "lab"
+    args = base_args(arrays, out)
+    args[args.index("--train-emb") + 1] = str(arrays["train_st"])
+    args += ["--train-labels", str(arrays["tl"]), "--valid-labels", str(arrays["vl"])]
+    assert main(args) == 0
+    sel = json.loads((out / "selection.json").read_text())
+    tl = np.load(arrays["tl"])
+    assert sorted(np.bincount(tl[sel["indices"]]).tolist()) == [4, 6]
+    assert set(sel["classes"]) == {"0", "1"}
+
+
+def test_other_methods_through_the_same_command(arrays, tmp_path):
+    for method in ("random", "kcenter", "grand"):
+        out = tmp_path / method
+        assert main(base_args(arrays, out) + ["--method", method]) == 0
+        sel = json.loads((out / "selection.json").read_text())
+        assert sel["method"] == method and len(sel["indices"]) == 10
+
+
+def _run_cli(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "goracs.cli", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def _bad_cases(a: dict[str, Path], tmp: Path) -> dict[str, tuple[list[str], str]]:
+    rng = np.random.default_rng(1)
+    short = tmp / "short.npy"
+    np.save(short, rng.uniform(1, 2, size=119).astype(np.float32))
+    nan = tmp / "nan.npy"
+    arr = rng.normal(size=(120, 8)).astype(np.float32)
+    arr[5, 3] = np.nan
+    np.save(nan, arr)
+    inf = tmp / "inf.npy"
+    g = rng.uniform(1, 2, size=120).astype(np.float32)
+    g[7] = np.inf
+    np.save(inf, g)
+    junk = tmp / "junk.npy"
+    junk.write_bytes(b"this is not an array")
+    pickled = tmp / "obj.npy"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    vl_missing = tmp / "vl_missing.npy"
+    np.save(vl_missing, np.array([0] * 15 + [2] * 15))
+
+    def swap(flag: str, path: Path) -> list[str]:
+        args = base_args(a, tmp / "out")
+        args[args.index(flag) + 1] = str(path)
+        return args
+
+    labels = ["--train-labels", str(a["tl"]), "--valid-labels", str(vl_missing)]
+    return {
+        "mismatched lengths": (swap("--grad-norms", short), "grad-norms has 119 rows"),
+        "nan": (swap("--train-emb", nan), "NaN or inf"),
+        "inf": (swap("--grad-norms", inf), "NaN or inf"),
+        "budget zero": (base_args(a, tmp / "out", budget=0), "budget must be a positive"),
+        "budget negative": (base_args(a, tmp / "out", budget=-3), "budget must be a positive"),
+        "budget = pool": (base_args(a, tmp / "out", budget=120), "smaller than the pool"),
+        "budget > pool": (base_args(a, tmp / "out", budget=500), "smaller than the pool"),
+        "missing file": (swap("--valid-emb", tmp / "nope.npy"), "file not found"),
+        "unreadable file": (swap("--train-emb", junk), "cannot read"),
+        "pickled array": (swap("--train-emb", pickled), "cannot read"),
+        "class without samples": (base_args(a, tmp / "out") + labels,
+                                  "class 2 has budget 5 but no training samples"),
+        "unknown method": (base_args(a, tmp / "out") + ["--method", "nope"], "unknown method"),
+    }
+
+
+def test_bad_input_gives_one_line_and_no_output(arrays, tmp_path):
+    for name, (args, message) in _bad_cases(arrays, tmp_path).items():
+        proc = _run_cli(args)
+        assert proc.returncode == 2, (name, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, (name, proc.stderr)
+        assert lines[0].startswith("goracs: error: ") and message in lines[0], (name, lines)
+        assert "Traceback" not in proc.stderr
+        assert not (tmp_path / "out").exists(), name
+
+
+def test_methods_lists_goracs_and_baselines(capsys):
+    assert main(["methods"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("goracs", "random", "kcenter", "herding", "grand"):
+        assert f"\n{name} " in "\n" + listed
