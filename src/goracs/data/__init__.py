@@ -1,0 +1,48 @@
+"""Data: readers from raw interaction logs to one table, and SeqRec/CTR sample builders."""
+
+from goracs.data.amazon import read_amazon
+from goracs.data.bookcrossing import read_book_crossing
+from goracs.data.movielens import read_latest_small, read_movielens
+from goracs.data.prepare import (
+    DATASETS,
+    TASKS,
+    Prepared,
+    build_prepared,
+    load_interactions,
+    load_records,
+    prepare_json,
+    write_prepared,
+)
+from goracs.data.prompts import DOMAINS, Domain, parse_domain
+from goracs.data.samples import (
+    Windows,
+    build_windows,
+    sample_negatives,
+    split_sizes,
+    subsample_train,
+)
+from goracs.data.table import Interactions
+
+__all__ = [
+    "DATASETS",
+    "DOMAINS",
+    "TASKS",
+    "Domain",
+    "Interactions",
+    "Prepared",
+    "Windows",
+    "build_prepared",
+    "build_windows",
+    "load_interactions",
+    "load_records",
+    "parse_domain",
+    "prepare_json",
+    "read_amazon",
+    "read_book_crossing",
+    "read_latest_small",
+    "read_movielens",
+    "sample_negatives",
+    "split_sizes",
+    "subsample_train",
+    "write_prepared",
+]

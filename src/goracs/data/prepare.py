@@ -1,0 +1,338 @@
+"""From an interaction table (or the user's own instruction files) to a prepared folder:
+``train.json``, ``valid.json``, ``test.json``, ``items.json`` and ``meta.json``.
+
+Everything is computed in memory first and written at the end, each file atomically and
+``meta.json`` last, so a failed run leaves no half-written split behind.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+import goracs
+from goracs.data.amazon import find_amazon_files, read_amazon
+from goracs.data.bookcrossing import read_book_crossing
+from goracs.data.movielens import read_latest_small, read_movielens
+from goracs.data.prompts import DOMAINS, Domain, ctr_record, seqrec_record
+from goracs.data.samples import (
+    MAX_HISTORY,
+    build_windows,
+    sample_negatives,
+    split_sizes,
+    subsample_train,
+)
+from goracs.data.table import Interactions
+from goracs.errors import GoracsError
+from goracs.io import atomic_write_json
+
+DATASETS = ("ml-1m", "ml-100k", "ml-latest-small", "amazon", "book-crossing")
+TASKS = ("seqrec", "ctr")
+SPLITS = ("train", "valid", "test")
+OUTPUT_FILES = ("train.json", "valid.json", "test.json", "items.json", "meta.json")
+DEFAULT_MAX_TRAIN = 20000
+DEFAULT_NEGATIVES = 99
+REQUIRED_FIELDS = ("instruction", "input", "output")
+
+
+@dataclass
+class Prepared:
+    """A prepared data set in memory: records per split, the catalogue, and meta.json."""
+
+    splits: dict[str, list[dict[str, Any]]]
+    items: list[str] | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def default_domain(dataset: str) -> Domain | None:
+    return {"ml-1m": DOMAINS["movies"], "ml-100k": DOMAINS["movies"],
+            "ml-latest-small": DOMAINS["movies"], "book-crossing": DOMAINS["books"]}.get(dataset)
+
+
+def default_like_threshold(dataset: str) -> float:
+    """Ratings above this mean "liked": 3 on 1-5 scales; 5 on Book-Crossing's 1-10 scale,
+    where above 3 would call nearly every rating a like."""
+    return 5.0 if dataset == "book-crossing" else 3.0
+
+
+def load_interactions(dataset: str, path: str | Path | None = None,
+                      reviews: str | Path | None = None,
+                      meta: str | Path | None = None) -> Interactions:
+    """Read one of ``DATASETS`` into an interaction table.
+
+    ``path`` overrides where the data comes from (a MovieLens folder in any supported layout,
+    the Book-Crossing folder, or the Amazon folder); Amazon can instead take ``reviews`` and
+    ``meta`` files.
+    """
+    if dataset in ("ml-1m", "ml-100k"):
+        return read_movielens(path, dataset)
+    if dataset == "ml-latest-small":
+        return read_latest_small() if path is None else read_movielens(path)
+    if dataset == "book-crossing":
+        return read_book_crossing(path)
+    if dataset == "amazon":
+        if reviews is not None or meta is not None:
+            if reviews is None or meta is None:
+                raise GoracsError("Amazon needs both --reviews and --meta (or a folder as --path)")
+            if path is not None:
+                raise GoracsError("give either --path or --reviews/--meta, not both")
+            return read_amazon(reviews, meta)
+        if path is None:
+            raise GoracsError("Amazon needs --reviews FILE --meta FILE, or a folder as --path")
+        return read_amazon(*find_amazon_files(path))
+    raise GoracsError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}, json")
+
+
+def build_prepared(
+    table: Interactions,
+    task: str,
+    domain: Domain,
+    *,
+    dataset: str = "custom",
+    valid_size: int | None = None,
+    test_size: int | None = None,
+    max_train: int | None = DEFAULT_MAX_TRAIN,
+    seed: int = 0,
+    negatives: int = DEFAULT_NEGATIVES,
+    like_threshold: float = 3.0,
+    max_history: int = MAX_HISTORY,
+) -> Prepared:
+    """Turn an interaction table into rendered splits (method.md section 1).
+
+    Parameters
+    ----------
+    table : Interactions
+        The source interactions.
+    task : {"seqrec", "ctr"}
+        Next-item recommendation (BIGRec style) or Yes/No preference (TALLRec style).
+    domain : Domain
+        The words the prompts use for the items.
+    valid_size, test_size : int or None
+        Sizes of the last two temporal blocks; None scales the default (see
+        :func:`goracs.data.samples.split_sizes`).
+    max_train : int or None
+        Keep a seeded random subset of this many training windows (in time order); None
+        keeps the whole training pool.
+    seed : int
+        Seeds the training subset and the negatives.
+    negatives : int
+        Negatives per SeqRec test sample.
+    like_threshold : float
+        CTR: a rating above it is a "Yes".
+    """
+    if task not in TASKS:
+        raise GoracsError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    win = build_windows(table, max_history)
+    n = len(win)
+    if n == 0:
+        raise GoracsError("no samples: every user has fewer than 2 interactions")
+    n_train, n_valid, n_test = split_sizes(n, valid_size, test_size)
+    keep_train = subsample_train(n_train, max_train, seed)
+    picks = {
+        "train": keep_train,
+        "valid": np.arange(n_train, n_train + n_valid, dtype=np.int64),
+        "test": np.arange(n_train + n_valid, n, dtype=np.int64),
+    }
+    target_rows = win.target_rows()
+    neg_codes = None
+    if task == "seqrec":
+        test_users = table.user_idx[target_rows[picks["test"]]]
+        neg_codes = sample_negatives(table, test_users, negatives, seed)
+
+    titles = table.titles
+    liked = table.rating > like_threshold
+    splits: dict[str, list[dict[str, Any]]] = {}
+    split_counts: dict[str, dict[str, Any]] = {}
+    total = sum(len(v) for v in picks.values())
+    with tqdm(total=total, desc="rendering", unit=" samples", file=sys.stderr,
+              mininterval=1.0, leave=False, disable=None) as bar:
+        for name in SPLITS:
+            records = []
+            seen_users: set[int] = set()
+            seen_items: set[int] = set()
+            for j, k in enumerate(picks[name]):
+                row = int(target_rows[k])
+                hist = win.history_rows(int(k))
+                hist_titles = [titles[c] for c in table.item_idx[hist]]
+                target = titles[table.item_idx[row]]
+                user = table.users[table.user_idx[row]]
+                stamp = int(table.timestamp[row])
+                if task == "seqrec":
+                    rec = seqrec_record(domain, hist_titles, target, user, stamp)
+                    if name == "test":
+                        rec["negatives"] = [titles[c] for c in neg_codes[j]]
+                else:
+                    rec = ctr_record(domain, hist_titles, liked[hist].tolist(), target,
+                                     bool(liked[row]), user, stamp)
+                records.append(rec)
+                seen_users.add(int(table.user_idx[row]))
+                seen_items.update(int(c) for c in table.item_idx[hist])
+                seen_items.add(int(table.item_idx[row]))
+            bar.update(len(records))
+            splits[name] = records
+            counts: dict[str, Any] = {"samples": len(records), "users": len(seen_users),
+                                      "items": len(seen_items)}
+            if task == "ctr":
+                counts["yes"] = sum(r["output"] == "Yes" for r in records)
+            if len(records):
+                counts["first_timestamp"] = records[0]["timestamp"]
+                counts["last_timestamp"] = records[-1]["timestamp"]
+            split_counts[name] = counts
+
+    meta = {
+        "dataset": dataset,
+        "task": task,
+        "format": "alpaca",
+        "fields": list(REQUIRED_FIELDS) + ["user", "target", "timestamp"]
+        + (["negatives (test only)"] if task == "seqrec" else []),
+        "seqrec_output": "quoted title, no trailing newline" if task == "seqrec" else None,
+        "domain": {"plural": domain.plural, "singular": domain.singular, "verb": domain.verb},
+        "seed": seed,
+        "sizes": {
+            "valid_size": n_valid, "test_size": n_test,
+            "valid_size_given": valid_size, "test_size_given": test_size,
+            "max_train": max_train, "max_history": max_history,
+            "negatives": negatives if task == "seqrec" else None,
+            "like_threshold": like_threshold if task == "ctr" else None,
+        },
+        "time": ("file order (the source has no timestamps)" if table.time_is_file_order
+                 else "timestamp, ties broken by file order"),
+        "counts": {
+            "interactions": len(table),
+            "users": table.n_users,
+            "items": table.n_items,
+            "windows": n,
+            "train_pool": n_train,
+            "splits": split_counts,
+        },
+        "source": table.source,
+        "goracs_version": goracs.__version__,
+    }
+    return Prepared(splits=splits, items=list(titles), meta=meta)
+
+
+def write_prepared(prepared: Prepared, out: str | Path) -> list[Path]:
+    """Write the prepared folder; files this run does not produce (a test split or catalogue
+    left from an earlier run into the same folder) are removed so the folder is coherent."""
+    d = Path(out)
+    if d.exists() and not d.is_dir():
+        raise GoracsError(f"--out {d} exists and is not a folder")
+    d.mkdir(parents=True, exist_ok=True)
+    written = []
+    # meta.json goes first out and last in: its presence marks a complete folder.
+    (d / "meta.json").unlink(missing_ok=True)
+    for name in SPLITS:
+        target = d / f"{name}.json"
+        if name in prepared.splits:
+            atomic_write_json(target, prepared.splits[name])
+            written.append(target)
+        else:
+            target.unlink(missing_ok=True)
+    if prepared.items is not None:
+        atomic_write_json(d / "items.json", prepared.items)
+        written.append(d / "items.json")
+    else:
+        (d / "items.json").unlink(missing_ok=True)
+    atomic_write_json(d / "meta.json", prepared.meta)
+    written.append(d / "meta.json")
+    return written
+
+
+# -- the user's own instruction data ----------------------------------------------------------
+
+def load_records(path: str | Path) -> list[dict[str, Any]]:
+    """Read and validate Alpaca records: a JSON list of objects, or JSON lines.
+
+    Every record needs string ``instruction``, ``input`` and ``output``; ``negatives``, when
+    present, must be a list of strings.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise GoracsError(f"file not found: {p}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise GoracsError(f"{p}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        data = _json_lines(text, p, exc)
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise GoracsError(f"{p}: expected a JSON list of records")
+    if not data:
+        raise GoracsError(f"{p}: no records")
+    for k, rec in enumerate(data):
+        if not isinstance(rec, dict):
+            raise GoracsError(f"{p}: record {k} is not an object")
+        for f in REQUIRED_FIELDS:
+            if not isinstance(rec.get(f), str):
+                what = "lacks" if f not in rec else "has a non-string"
+                raise GoracsError(f"{p}: record {k} {what} {f!r}")
+        neg = rec.get("negatives")
+        if neg is not None and not (isinstance(neg, list) and all(isinstance(x, str) for x in neg)):
+            raise GoracsError(f"{p}: record {k}: 'negatives' must be a list of strings")
+    return data
+
+
+def _json_lines(text: str, p: Path, first_error: json.JSONDecodeError) -> list[Any]:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    out = []
+    for k, ln in enumerate(lines, start=1):
+        try:
+            out.append(json.loads(ln))
+        except json.JSONDecodeError:
+            if k == 1:
+                raise GoracsError(f"{p}: not JSON (line {first_error.lineno}: "
+                                  f"{first_error.msg})") from None
+            raise GoracsError(f"{p}: JSON lines file, line {k} is not valid JSON") from None
+    return out
+
+
+def prepare_json(train: str | Path, valid: str | Path, test: str | Path | None = None,
+                 items: str | Path | None = None) -> Prepared:
+    """Validate the user's own instruction files and pack them as a prepared folder."""
+    splits = {"train": load_records(train), "valid": load_records(valid)}
+    if test is not None:
+        splits["test"] = load_records(test)
+    catalogue = None
+    if items is not None:
+        p = Path(items)
+        if not p.is_file():
+            raise GoracsError(f"file not found: {p}")
+        try:
+            catalogue = json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise GoracsError(f"{p}: not a JSON file") from None
+        if not (isinstance(catalogue, list) and catalogue
+                and all(isinstance(x, str) for x in catalogue)):
+            raise GoracsError(f"{p}: items must be a non-empty JSON list of titles")
+    counts = {}
+    for name, recs in splits.items():
+        c: dict[str, Any] = {"samples": len(recs)}
+        users = {str(r["user"]) for r in recs if "user" in r}
+        if users:
+            c["users"] = len(users)
+        targets = {str(r["target"]) for r in recs if "target" in r}
+        if targets:
+            c["target_items"] = len(targets)
+        counts[name] = c
+    meta = {
+        "dataset": "json",
+        "task": None,
+        "format": "alpaca",
+        "counts": {"items": len(catalogue) if catalogue is not None else None,
+                   "splits": counts},
+        "source": {"train": str(train), "valid": str(valid),
+                   "test": None if test is None else str(test),
+                   "items": None if items is None else str(items)},
+        "goracs_version": goracs.__version__,
+    }
+    return Prepared(splits=splits, items=catalogue, meta=meta)
