@@ -147,3 +147,49 @@ def test_methods_lists_goracs_and_baselines(capsys):
     listed = capsys.readouterr().out
     for name in ("goracs", "random", "kcenter", "herding", "grand"):
         assert f"\n{name} " in "\n" + listed
+
+
+def _prepared_folder(tmp: Path, task: str, n_train: int = 80, n_valid: int = 20) -> Path:
+    """A folder laid out as `goracs prepare` + `goracs features` leave it (arrays synthetic)."""
+    rng = np.random.default_rng(5)
+    d = tmp / f"prep-{task}"
+    (d / "features").mkdir(parents=True)
+    answers = ["Yes", "No"]
+    train = [{"instruction": "i", "input": f"sample {k}", "user": str(k % 7),
+              "output": answers[k % 2] if task == "ctr" else f'"Item {k}"',
+              "target": f"Item {k}", "timestamp": k} for k in range(n_train)]
+    (d / "train.json").write_text(json.dumps(train))
+    (d / "meta.json").write_text(json.dumps({"task": task, "dataset": "test"}))
+    np.save(d / "features" / "train_emb.npy", rng.normal(size=(n_train, 6)).astype(np.float32))
+    np.save(d / "features" / "valid_emb.npy", rng.normal(size=(n_valid, 6)).astype(np.float32))
+    np.save(d / "features" / "grad_norms.npy", rng.uniform(1, 2, n_train).astype(np.float32))
+    if task == "ctr":
+        np.save(d / "features" / "train_labels.npy", (np.arange(n_train) % 2 == 0).astype(int))
+        np.save(d / "features" / "valid_labels.npy", (np.arange(n_valid) < 15).astype(int))
+    (d / "features" / "features.json").write_text("{}")
+    return d
+
+
+@pytest.mark.parametrize("task", ["seqrec", "ctr"])
+def test_select_from_a_prepared_folder(tmp_path, task):
+    d = _prepared_folder(tmp_path, task)
+    out = tmp_path / "sel"
+    assert main(["select", "--data", str(d), "--budget", "8", "--max-iters", "10",
+                 "--candidates", "4", "--out", str(out)]) == 0
+    sel = json.loads((out / "selection.json").read_text())
+    coreset = json.loads((out / "coreset.json").read_text())
+    train = json.loads((d / "train.json").read_text())
+    assert coreset == [train[i] for i in sel["indices"]]
+    assert sel["params"]["lam"] == {"seqrec": 0.1, "ctr": 0.5}[task]
+    assert sel["task"] == task
+    if task == "ctr":  # label-enhanced: 15 of 20 validation samples are Yes (label 1)
+        assert [r["output"] for r in coreset].count("Yes") == 6
+
+
+def test_select_from_a_folder_without_features_fails_cleanly(tmp_path):
+    d = _prepared_folder(tmp_path, "seqrec")
+    (d / "features" / "features.json").unlink()
+    proc = _run_cli(["select", "--data", str(d), "--budget", "8", "--out",
+                     str(tmp_path / "sel")])
+    assert proc.returncode == 2 and "run `goracs features" in proc.stderr
+    assert not (tmp_path / "sel").exists()

@@ -36,6 +36,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Select a coreset; writes OUT/selection.json (indices, POO, trace, "
         "parameters, seconds per stage).",
     )
+    p.add_argument("--data", help="a prepared folder (goracs prepare) whose features/ were "
+                   "computed (goracs features); writes the coreset's records too")
     p.add_argument("--train-emb", help="(N, d) training embeddings, .npy or .safetensors")
     p.add_argument("--valid-emb", help="(V, d) validation embeddings")
     p.add_argument("--grad-norms", help="(N,) per-sample gradient norms")
@@ -45,7 +47,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="an extra per-sample score for importance baselines (repeatable)")
     p.add_argument("--budget", type=int, required=True, help="coreset size n")
     p.add_argument("--method", default="goracs", help="selection method (see `goracs methods`)")
-    p.add_argument("--lam", type=float, default=0.5, help="lambda, weight of gradient norms")
+    p.add_argument("--lam", type=float, default=None,
+                   help="lambda, weight of gradient norms (default 0.5; with --data: 0.1 for "
+                   "seqrec, 0.5 for ctr, the reference's values)")
     p.add_argument("--max-iters", type=_iters, default=100,
                    help="accepted swaps at most; 'none' runs until no candidate improves")
     p.add_argument("--candidates", type=int, default=30, help="c, swap candidates per side")
@@ -140,25 +144,62 @@ def load_selection_data(args: argparse.Namespace) -> SelectionData:
     return data
 
 
-def run_selection(selector: Any, data: SelectionData, out_dir: str | Path,
-                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Fit ``selector`` and write ``out_dir/selection.json`` atomically; returns the manifest."""
-    selector.fit(data)
-    manifest = selector.result().to_json()
-    if extra:
-        manifest.update(extra)
-    atomic_write_json(Path(out_dir) / "selection.json", manifest)
-    return manifest
+# The reference's lambda per task (method.md section 4).
+TASK_LAMBDA = {"seqrec": 0.1, "ctr": 0.5}
+_ARRAY_FLAGS = ("train_emb", "valid_emb", "grad_norms", "train_labels", "valid_labels")
+
+
+def _use_prepared_folder(args: argparse.Namespace) -> tuple[Path, str]:
+    """Point the array flags at DIR/features/*.npy; returns the folder and its task."""
+    data_dir = Path(args.data)
+    meta_path = data_dir / "meta.json"
+    if not meta_path.is_file():
+        raise GoracsError(f"{data_dir}: no meta.json (make the folder with `goracs prepare`)")
+    try:
+        task = json.loads(meta_path.read_text(encoding="utf-8"))["task"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise GoracsError(f"{meta_path}: not a goracs prepare manifest") from None
+    feats = data_dir / "features"
+    if not (feats / "features.json").is_file():
+        raise GoracsError(f"{data_dir}: no computed features (run `goracs features {data_dir}`)")
+    given = [f for f in _ARRAY_FLAGS if getattr(args, f) is not None]
+    if given:
+        raise GoracsError(f"--data takes its arrays from {feats}; drop --"
+                          f"{given[0].replace('_', '-')}")
+    for flag in _ARRAY_FLAGS:
+        path = feats / f"{flag}.npy"
+        if path.is_file():
+            setattr(args, flag, str(path))
+    return data_dir, task
 
 
 def cmd_select(args: argparse.Namespace) -> int:
     if args.budget <= 0:
         raise GoracsError(f"budget must be a positive integer, got {args.budget}")
+    data_dir = task = None
+    if args.data is not None:
+        data_dir, task = _use_prepared_folder(args)
+    if args.lam is None:
+        args.lam = TASK_LAMBDA.get(task or "", 0.5)
     selector = build_selector(args)
     data = load_selection_data(args)
-    inputs = {k: getattr(args, k) for k in ("train_emb", "valid_emb", "grad_norms",
-                                             "train_labels", "valid_labels")}
-    manifest = run_selection(selector, data, args.out, extra={"inputs": inputs})
+    inputs = {k: getattr(args, k) for k in _ARRAY_FLAGS}
+    extra: dict[str, Any] = {"inputs": inputs}
+    records = None
+    if data_dir is not None:
+        records = json.loads((data_dir / "train.json").read_text(encoding="utf-8"))
+        if not isinstance(records, list) or len(records) != data.n_train:
+            raise GoracsError(f"{data_dir}/train.json does not match its features "
+                              f"({data.n_train} rows); rerun `goracs features`")
+        extra.update(data=str(data_dir), task=task, coreset="coreset.json")
+    # the coreset first, the manifest last: a folder with selection.json is complete
+    out = Path(args.out)
+    selector.fit(data)
+    manifest = selector.result().to_json()
+    manifest.update(extra)
+    if records is not None:
+        atomic_write_json(out / "coreset.json", [records[i] for i in manifest["indices"]])
+    atomic_write_json(out / "selection.json", manifest)
     poo = manifest.get("poo")
     poo_txt = "" if poo is None else f", POO {poo:.5f}"
     print(f"selected {manifest['budget']} of {data.n_train} with {manifest['method']}{poo_txt} "
