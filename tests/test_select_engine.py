@@ -220,3 +220,25 @@ def test_label_enhanced_selection_respects_class_budgets():
         chosen = np.flatnonzero(np.isin(rows, sel.indices_))
         cost = poo_cost(te[rows], ve[cols], g[rows], 0.5)
         assert per[k]["poo"] == pytest.approx(poo_value(cost, chosen), abs=1e-12)
+
+
+def test_ablations():
+    te, ve, g = instance(21, n_train=150, n_valid=40)
+    data = SelectionData(train_emb=te, valid_emb=ve, grad_norms=g)
+    from goracs.select import get_selector
+
+    nograd = get_selector("goracs-nograd")(budget=10, max_iters=20, candidates=5).fit(data)
+    plain = GORACS(budget=10, lam=0.0, max_iters=20, candidates=5).fit(data)
+    np.testing.assert_array_equal(nograd.indices_, plain.indices_)
+    assert nograd.get_params()["lam"] == 0.0
+
+    greedy = get_selector("goracs-greedy")(budget=10, lam=0.5).fit(data)
+    np.testing.assert_array_equal(greedy.indices_,
+                                  np.sort(greedy_init(poo_cost(te, ve, g, 0.5), 10)))
+    assert greedy.trace_ == [greedy.objective_]
+
+    indiv = get_selector("goracs-individual")(budget=10, lam=0.5).fit(data)
+    own = poo_cost(te, ve, g, 0.5).mean(axis=1, dtype=np.float64)
+    np.testing.assert_array_equal(indiv.indices_, np.sort(np.argsort(own, kind="stable")[:10]))
+    full = GORACS(budget=10, lam=0.5, max_iters=None, candidates=8).fit(data)
+    assert full.objective_ <= greedy.objective_ and full.objective_ < indiv.objective_

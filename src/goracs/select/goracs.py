@@ -184,3 +184,58 @@ class GORACS(Selector):
             refine_stats=res.stats,
         )
         return out
+
+
+@register
+class GORACSNoGrad(GORACS):
+    """GORACS ablation without gradient information (lambda = 0): geometry alone."""
+
+    name = "goracs-nograd"
+    requires = ("train_emb", "valid_emb")
+
+    def __init__(self, budget: int, seed: int = 0, max_iters: int | None = 100,
+                 candidates: int = 30, init_stop: str = "exact",
+                 swaps_per_round: int | None = None, tol: float = 1e-4) -> None:
+        super().__init__(budget, seed, lam=0.0, max_iters=max_iters, candidates=candidates,
+                         init_stop=init_stop, swaps_per_round=swaps_per_round, tol=tol)
+
+
+@register
+class GORACSGreedy(GORACS):
+    """GORACS ablation with greedy initialisation only (no exchange refinement)."""
+
+    name = "goracs-greedy"
+
+    def __init__(self, budget: int, seed: int = 0, lam: float = 0.5,
+                 init_stop: str = "exact") -> None:
+        super().__init__(budget, seed, lam=lam, init_stop=init_stop, refine_steps=False)
+
+
+@register
+class GORACSIndividual(Selector):
+    """GORACS ablation with individual-level selection: the n samples of lowest own cost.
+
+    Each sample is scored alone by the POO it would have as a one-sample coreset, the mean of
+    its row of the same cost matrix (embedding distance to the validation set minus lambda
+    times its normalised gradient norm); no group-level transport couples the choices. With
+    lambda = 0 this is nearest-to-validation selection.
+    """
+
+    name = "goracs-individual"
+    requires = ("train_emb", "valid_emb")
+
+    def __init__(self, budget: int, seed: int = 0, lam: float = 0.5) -> None:
+        super().__init__(budget, seed)
+        self.lam = lam
+
+    def _select(self, data: SelectionData) -> None:
+        assert data.train_emb is not None and data.valid_emb is not None
+        if self.lam > 0 and data.grad_norms is None:
+            raise GoracsError("lambda > 0 needs gradient norms (--grad-norms)")
+        with self._stage("cost"):
+            cost = poo_cost(data.train_emb, data.valid_emb, data.grad_norms, self.lam)
+        with self._stage("score"):
+            own = cost.mean(axis=1, dtype=np.float64)
+            self.indices_ = np.lexsort((np.arange(own.shape[0]), own))[: self.budget]
+        with self._stage("exact_ot"):
+            self.objective_ = TransportState(cost, self.indices_).poo
