@@ -83,6 +83,10 @@ def main() -> int:
     ap.add_argument("--swaps-per-round", type=int, default=None,
                     help="1 reproduces the reference loop (impacts recomputed every swap)")
     ap.add_argument("--init-stop", default="exact", choices=["exact", "assigned"])
+    ap.add_argument("--medoid-rounds", type=int, default=20,
+                    help="medoid rounds before exchange refinement (0: the reference's ITRA)")
+    ap.add_argument("--patience", default="50",
+                    help="failed swap evaluations in a row that end refinement, or 'none'")
     ap.add_argument("--tol", type=float, default=1e-4,
                     help="end refinement when a round gains less than this share of POO")
     ap.add_argument("--curve", help="write the POO-versus-seconds trace to this CSV")
@@ -90,6 +94,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
     args = ap.parse_args()
     max_iters = None if args.max_iters.lower() == "none" else int(args.max_iters)
+    patience = None if args.patience.lower() == "none" else int(args.patience)
 
     # compile (or load cached) kernels on a toy problem so that timings exclude the JIT
     t0 = time.perf_counter()
@@ -103,7 +108,8 @@ def main() -> int:
     data, label = load(args)
     sel = GORACS(budget=args.budget, lam=args.lam, max_iters=max_iters,
                  candidates=args.candidates, init_stop=args.init_stop,
-                 swaps_per_round=args.swaps_per_round, tol=args.tol)
+                 swaps_per_round=args.swaps_per_round, medoid_rounds=args.medoid_rounds,
+                 patience=patience, tol=args.tol)
     sel.fit(data)
     info, sec = sel.info_, sel.seconds_
     pre = sec["cost"] + sec["greedy"] + sec["exact_ot"]
@@ -118,13 +124,17 @@ def main() -> int:
         "init_stop": args.init_stop,
         "swaps_per_round": args.swaps_per_round,
         "tol": args.tol,
+        "medoid_rounds": args.medoid_rounds,
+        "patience": patience,
         "total_s": round(sec["total"], 3),
         "cost_s": round(sec["cost"], 3),
         "greedy_s": round(sec["greedy"], 3),
         "exact_ot_s": round(sec["exact_ot"], 3),
+        "medoid_s": round(sec.get("medoid", 0.0), 3),
         "refine_s": round(sec.get("refine", 0.0), 3),
         "impact_s": round(stats.get("impact_s", 0.0), 3),
         "poo_greedy": info["poo_greedy"],
+        "poo_medoid": info.get("poo_medoid"),
         "poo_final": sel.objective_,
         "swaps": info.get("swaps", 0),
         "swap_trials": info.get("swap_trials", 0),
@@ -152,9 +162,10 @@ def main() -> int:
     print(f"instance          {label}: {out['n_train']} train x {out['n_valid']} valid, "
           f"n={args.budget}, lambda={args.lam}, c={args.candidates}")
     print(f"stages (s)        cost {out['cost_s']}  greedy {out['greedy_s']}  "
-          f"exact OT {out['exact_ot_s']}  refine {out['refine_s']} "
+          f"exact OT {out['exact_ot_s']}  medoid {out['medoid_s']}  refine {out['refine_s']} "
           f"(marginal impacts {out['impact_s']})  total {out['total_s']}")
-    print(f"POO               greedy {out['poo_greedy']:.5f} -> final {out['poo_final']:.5f}")
+    print(f"POO               greedy {out['poo_greedy']:.5f} -> medoid {out['poo_medoid']} "
+          f"-> final {out['poo_final']:.5f}")
     print(f"refinement        {out['swaps']} swaps accepted of {out['swap_trials']} exact "
           f"evaluations in {out['rounds']} rounds; pass@1 {out['pass_at_1']}")
     print(f"time to POO       <=0.300: {out['s_to_0.300']} s, <=0.295: {out['s_to_0.295']} s, "

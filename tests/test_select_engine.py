@@ -242,3 +242,33 @@ def test_ablations():
     np.testing.assert_array_equal(indiv.indices_, np.sort(np.argsort(own, kind="stable")[:10]))
     full = GORACS(budget=10, lam=0.5, max_iters=None, candidates=8).fit(data)
     assert full.objective_ <= greedy.objective_ and full.objective_ < indiv.objective_
+
+
+def test_medoid_rounds_lower_poo_exactly():
+    from goracs.select.medoid import _slot_costs, alternate
+
+    te, ve, g = instance(13, n_train=300, n_valid=60)
+    cost = poo_cost(te, ve, g, 0.5)
+    state = TransportState(cost, np.arange(12))  # a poor start, so that slots have moves
+    plan = state.dense_plan()
+    f = state.flow
+    per_unit = _slot_costs(cost, f.col_slot, f.col_flow, f.col_deg, 12, state.p)
+    want = cost.astype(np.float64) @ (plan * 12).T  # row i shipping slot s's plan, per unit
+    np.testing.assert_allclose(per_unit, want, rtol=1e-6)
+    start = state.poo
+    res = alternate(cost, state, max_rounds=10, tol=0.0)
+    assert res.trace and res.trace[0] < start
+    assert all(b < a for a, b in zip(res.trace, res.trace[1:], strict=False))
+    assert abs(res.state.poo - lp_ot(cost[res.state.indices].astype(np.float64))) < 1e-9
+    assert len(set(res.state.indices.tolist())) == 12
+
+
+def test_patience_ends_refinement_after_failures_in_a_row():
+    te, ve, g = instance(17, n_train=200, n_valid=60)
+    cost = poo_cost(te, ve, g, 0.5)
+    init = greedy_init(cost, 12)
+    full = refine(cost, init, candidates=8, max_iters=None)
+    short = refine(cost, init, candidates=8, max_iters=None, patience=1)
+    assert short.n_trials - short.n_accepted <= 1
+    assert short.trace == full.trace[: len(short.trace)]
+    assert short.n_trials <= full.n_trials

@@ -23,6 +23,8 @@ _METHOD_FLAGS = {
     "init_stop": "init_stop",
     "swaps_per_round": "swaps_per_round",
     "tol": "tol",
+    "medoid_rounds": "medoid_rounds",
+    "patience": "patience",
 }
 
 
@@ -57,6 +59,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="greedy stopping rule: at n picks, or the reference's rule")
     p.add_argument("--swaps-per-round", type=_iters, default=None,
                    help="accepted swaps per marginal-impact computation (1: reference loop)")
+    p.add_argument("--medoid-rounds", type=int, default=20,
+                   help="rounds of medoid moves before exchange refinement (0: reference ITRA)")
+    p.add_argument("--patience", type=_iters, default=50,
+                   help="failed swap evaluations in a row that end refinement ('none': no "
+                   "limit)")
     p.add_argument("--tol", type=float, default=1e-4,
                    help="end refinement when a round lowers POO by less than this share")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",

@@ -11,6 +11,7 @@ from goracs.errors import GoracsError
 from goracs.select.base import SelectionData, Selector, register
 from goracs.select.cost import poo_cost
 from goracs.select.greedy import STOP_RULES, greedy_init, relaxed_objective
+from goracs.select.medoid import alternate
 from goracs.select.ot import TransportState
 from goracs.select.refine import refine
 
@@ -42,7 +43,12 @@ class GORACS(Selector):
     init_stop : "exact" (stop greedy at n) or "assigned" (the reference's rule).
     swaps_per_round : accepted swaps per marginal-impact computation; 1 is the reference's
         loop, None takes every improving swap of a round's candidate list.
+    medoid_rounds : rounds of capacitated medoid moves between greedy initialisation and
+        exchange refinement (each followed by an exact transport solve); 0 skips the stage and
+        gives the reference's two-stage ITRA.
     refine_steps : False stops after greedy initialisation (an ablation).
+    patience : failed swap evaluations in a row that end refinement (None: no limit; the
+        reference stops only when a whole c*c candidate list fails).
     tol : a refinement round that lowers POO by less than this share ends refinement
         (0: stop only when a round finds no improving swap, as the reference does).
     time_limit : seconds of refinement at most (None: no limit; a limit makes the result
@@ -61,7 +67,9 @@ class GORACS(Selector):
         candidates: int = 30,
         init_stop: str = "exact",
         swaps_per_round: int | None = None,
+        medoid_rounds: int = 20,
         refine_steps: bool = True,
+        patience: int | None = 50,
         tol: float = 1e-4,
         time_limit: float | None = None,
     ) -> None:
@@ -71,7 +79,9 @@ class GORACS(Selector):
         self.candidates = candidates
         self.init_stop = init_stop
         self.swaps_per_round = swaps_per_round
+        self.medoid_rounds = medoid_rounds
         self.refine_steps = refine_steps
+        self.patience = patience
         self.tol = tol
         self.time_limit = time_limit
 
@@ -84,6 +94,10 @@ class GORACS(Selector):
             raise GoracsError(f"init-stop must be one of {', '.join(STOP_RULES)}")
         if self.candidates < 1:
             raise GoracsError(f"candidates must be >= 1, got {self.candidates}")
+        if self.patience is not None and self.patience < 1:
+            raise GoracsError(f"patience must be >= 1, got {self.patience}")
+        if self.medoid_rounds < 0:
+            raise GoracsError(f"medoid-rounds must be >= 0, got {self.medoid_rounds}")
         if not 0 <= self.tol < 1:
             raise GoracsError(f"tol must be in [0, 1), got {self.tol}")
         if self.max_iters is not None and self.max_iters < 0:
@@ -167,16 +181,28 @@ class GORACS(Selector):
         if not self.refine_steps or n < 2:
             out.update(indices=np.sort(init), poo=state.poo, trace=[state.poo])
             return out
+        trace, trace_s = [state.poo], [0.0]
+        if self.medoid_rounds > 0:
+            with self._stage("medoid"):
+                med = alternate(cost, state, max_rounds=self.medoid_rounds, tol=self.tol)
+            state = med.state
+            trace += med.trace
+            trace_s += med.trace_seconds
+            out.update(poo_medoid=state.poo, medoid_rounds=med.rounds, medoid_moves=med.moves)
+        offset = self.seconds_.get("medoid", 0.0)
         with self._stage("refine"):
-            res = refine(cost, init, candidates=self.candidates, max_iters=self.max_iters,
-                         swaps_per_round=self.swaps_per_round, time_limit=self.time_limit,
-                         tol=self.tol, state=state)
+            res = refine(cost, state.indices, candidates=self.candidates,
+                         max_iters=self.max_iters, swaps_per_round=self.swaps_per_round,
+                         time_limit=self.time_limit, tol=self.tol, patience=self.patience,
+                         state=state)
         out.update(
             indices=res.indices,
             poo=res.poo,
-            trace=res.trace,
-            # seconds since refinement began, one per trace entry
-            trace_seconds=[round(s, 4) for s in res.trace_seconds],
+            # POO after greedy, after each medoid round, then after each accepted swap
+            trace=trace + res.trace[1:],
+            # seconds since the end of the first exact solve, one per trace entry
+            trace_seconds=[round(s, 4) for s in trace_s]
+            + [round(offset + s, 4) for s in res.trace_seconds[1:]],
             swaps=res.n_accepted,
             swap_trials=res.n_trials,
             rounds=res.n_rounds,
@@ -195,9 +221,11 @@ class GORACSNoGrad(GORACS):
 
     def __init__(self, budget: int, seed: int = 0, max_iters: int | None = 100,
                  candidates: int = 30, init_stop: str = "exact",
-                 swaps_per_round: int | None = None, tol: float = 1e-4) -> None:
+                 swaps_per_round: int | None = None, medoid_rounds: int = 20,
+                 patience: int | None = 50, tol: float = 1e-4) -> None:
         super().__init__(budget, seed, lam=0.0, max_iters=max_iters, candidates=candidates,
-                         init_stop=init_stop, swaps_per_round=swaps_per_round, tol=tol)
+                         init_stop=init_stop, swaps_per_round=swaps_per_round,
+                         medoid_rounds=medoid_rounds, patience=patience, tol=tol)
 
 
 @register

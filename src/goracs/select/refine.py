@@ -8,7 +8,8 @@ With ``swaps_per_round=1`` a round ends at its first accepted swap (the referenc
 by default it goes on down the list, skipping pairs whose samples already moved, so the
 marginal impacts, one pass over the cost matrix, are recomputed far less often than swaps are
 accepted. Refinement stops after ``max_iters`` accepted swaps, when a whole round improves
-nothing, or when a round improves POO by less than a relative ``tol``.
+nothing, when a round improves POO by less than a relative ``tol``, or after ``patience``
+failed evaluations in a row.
 """
 
 from __future__ import annotations
@@ -53,12 +54,14 @@ def refine(
     swaps_per_round: int | None = None,
     time_limit: float | None = None,
     tol: float = 0.0,
+    patience: int | None = None,
     state: TransportState | None = None,
 ) -> RefineResult:
     """Lower POO(S) by exchanges; ``max_iters=None`` runs until no candidate improves.
 
     A round that lowers POO by less than ``tol`` times its value ends refinement (0: only a
-    round with no improving swap does).
+    round with no improving swap does), and so do ``patience`` exact evaluations in a row
+    that all fail (None: no such limit).
     """
     t0 = time.perf_counter()
     if state is None:
@@ -66,7 +69,7 @@ def refine(
     n_rows = cost.shape[0]
     trace = [state.poo]
     trace_s = [time.perf_counter() - t0]
-    accepted = trials = rounds = iterations = first_hits = 0
+    accepted = trials = rounds = iterations = first_hits = failures_in_a_row = 0
     mi_seconds = 0.0
     if len(indices) < 2 or len(indices) >= n_rows:
         return RefineResult(np.sort(state.indices), state.poo, trace, trace_s, 0, 0, 0, None)
@@ -99,6 +102,7 @@ def refine(
             trials += 1
             new = state.try_swap(i, o, threshold=state.poo - _TOL)
             if new < state.poo - _TOL:
+                failures_in_a_row = 0
                 if first_of_iteration:
                     first_hits += 1
                 state.commit()
@@ -115,6 +119,10 @@ def refine(
                     break
             else:
                 first_of_iteration = False
+                failures_in_a_row += 1
+                if patience is not None and failures_in_a_row >= patience:
+                    done = True
+                    break
             if time_limit is not None and time.perf_counter() - t0 > time_limit:
                 done = True
                 break
