@@ -85,7 +85,7 @@ def main() -> int:
     ap.add_argument("--init-stop", default="exact", choices=["exact", "assigned"])
     ap.add_argument("--medoid-rounds", type=int, default=20,
                     help="medoid rounds before exchange refinement (0: the reference's ITRA)")
-    ap.add_argument("--patience", default="50",
+    ap.add_argument("--patience", default="30",
                     help="failed swap evaluations in a row that end refinement, or 'none'")
     ap.add_argument("--tol", type=float, default=1e-4,
                     help="end refinement when a round gains less than this share of POO")

@@ -61,7 +61,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="accepted swaps per marginal-impact computation (1: reference loop)")
     p.add_argument("--medoid-rounds", type=int, default=20,
                    help="rounds of medoid moves before exchange refinement (0: reference ITRA)")
-    p.add_argument("--patience", type=_iters, default=50,
+    p.add_argument("--patience", type=_iters, default=30,
                    help="failed swap evaluations in a row that end refinement ('none': no "
                    "limit)")
     p.add_argument("--tol", type=float, default=1e-4,

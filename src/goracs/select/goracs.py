@@ -15,6 +15,9 @@ from goracs.select.medoid import alternate
 from goracs.select.ot import TransportState
 from goracs.select.refine import refine
 
+# Medoid rounds stop once one lowers POO by less than this share.
+MEDOID_TOL = 1e-3
+
 
 def class_budgets(valid_labels: np.ndarray, budget: int) -> dict[int, int]:
     """n_k = n * V_k / V, rounded by largest remainder so the budgets sum to n exactly.
@@ -69,7 +72,7 @@ class GORACS(Selector):
         swaps_per_round: int | None = None,
         medoid_rounds: int = 20,
         refine_steps: bool = True,
-        patience: int | None = 50,
+        patience: int | None = 30,
         tol: float = 1e-4,
         time_limit: float | None = None,
     ) -> None:
@@ -184,7 +187,10 @@ class GORACS(Selector):
         trace, trace_s = [state.poo], [0.0]
         if self.medoid_rounds > 0:
             with self._stage("medoid"):
-                med = alternate(cost, state, max_rounds=self.medoid_rounds, tol=self.tol)
+                # a coarser tolerance than exchange's: the last medoid rounds gain little for a
+                # whole exact solve each, and exchange refinement does the fine work after
+                med = alternate(cost, state, max_rounds=self.medoid_rounds,
+                                tol=max(self.tol, MEDOID_TOL))
             state = med.state
             trace += med.trace
             trace_s += med.trace_seconds
@@ -222,7 +228,7 @@ class GORACSNoGrad(GORACS):
     def __init__(self, budget: int, seed: int = 0, max_iters: int | None = 100,
                  candidates: int = 30, init_stop: str = "exact",
                  swaps_per_round: int | None = None, medoid_rounds: int = 20,
-                 patience: int | None = 50, tol: float = 1e-4) -> None:
+                 patience: int | None = 30, tol: float = 1e-4) -> None:
         super().__init__(budget, seed, lam=0.0, max_iters=max_iters, candidates=candidates,
                          init_stop=init_stop, swaps_per_round=swaps_per_round,
                          medoid_rounds=medoid_rounds, patience=patience, tol=tol)
