@@ -17,6 +17,7 @@ from goracs.errors import GoracsError
 COMMAND_MODULES = [
     "goracs.select.commands",
     "goracs.data.commands",
+    "goracs.features.commands",
 ]
 
 

@@ -1,0 +1,151 @@
+"""Reading prepared sample files and turning records into the texts the models see.
+
+One rendering function serves every stage (embeddings, gradient norms, fine-tuning), so a
+sample is the same string wherever it goes. The template is the Alpaca one that BIGRec and
+TALLRec fine-tune with (method.md section 1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from goracs.errors import GoracsError
+
+PROMPT_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides "
+    "further context. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+PROMPT_NO_INPUT = (
+    "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
+)
+
+REQUIRED_FIELDS = ("instruction", "input", "output")
+TASKS = ("seqrec", "ctr")
+CTR_ANSWERS = {"Yes": 1, "No": 0}
+
+
+def render_prompt(record: Mapping[str, Any], with_response: bool) -> str:
+    """The Alpaca rendering of one record.
+
+    Parameters
+    ----------
+    record : mapping
+        Holds string fields ``instruction``, ``input`` and ``output``; an empty ``input``
+        selects the template without the input section, as Alpaca does.
+    with_response : bool
+        Append ``output`` after ``### Response:``. Prompts given to the model at inference
+        time, and CTR texts for embedding (where the answer is the label), leave it off.
+    """
+    instruction = record["instruction"]
+    inp = record["input"]
+    if inp:
+        text = PROMPT_WITH_INPUT.format(instruction=instruction, input=inp)
+    else:
+        text = PROMPT_NO_INPUT.format(instruction=instruction)
+    if with_response:
+        text += record["output"]
+    return text
+
+
+def check_records(records: Any, source: str) -> list[dict[str, Any]]:
+    """Validate a list of Alpaca records; raise :class:`GoracsError` naming the first fault."""
+    if not isinstance(records, list):
+        raise GoracsError(f"{source}: expected a JSON list of records, got "
+                          f"{type(records).__name__}")
+    if not records:
+        raise GoracsError(f"{source}: the list of records is empty")
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise GoracsError(f"{source}: record {i} is a {type(rec).__name__}, not an object")
+        for name in REQUIRED_FIELDS:
+            if name not in rec:
+                raise GoracsError(f"{source}: record {i} has no field {name!r}")
+            if not isinstance(rec[name], str):
+                raise GoracsError(f"{source}: record {i} field {name!r} must be a string, "
+                                  f"got {type(rec[name]).__name__}")
+        if not rec["instruction"].strip():
+            raise GoracsError(f"{source}: record {i} has an empty instruction")
+    return records
+
+
+def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read and validate a JSON list of Alpaca records (``train.json``, ``valid.json``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise GoracsError(f"file not found: {p}")
+    try:
+        with open(p, encoding="utf-8") as f:
+            records = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GoracsError(f"{p}: not valid JSON ({exc})") from None
+    return check_records(records, str(p))
+
+
+def read_task(data_dir: str | os.PathLike) -> str:
+    """The task named in ``DIR/meta.json`` (``seqrec`` or ``ctr``)."""
+    p = Path(data_dir) / "meta.json"
+    if not p.is_file():
+        raise GoracsError(f"file not found: {p} (give --task to go without it)")
+    try:
+        with open(p, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GoracsError(f"{p}: not valid JSON ({exc})") from None
+    task = meta.get("task") if isinstance(meta, dict) else None
+    return check_task(task, str(p))
+
+
+def check_task(task: Any, source: str = "task") -> str:
+    if task not in TASKS:
+        raise GoracsError(f"{source}: task must be one of {', '.join(TASKS)}, got {task!r}")
+    return task
+
+
+def embedding_texts(records: Sequence[Mapping[str, Any]], task: str) -> list[str]:
+    """Texts to embed: SeqRec with the response, CTR without (the label must not shape the
+    geometry, method.md section 2)."""
+    with_response = check_task(task) == "seqrec"
+    return [render_prompt(r, with_response) for r in records]
+
+
+def training_texts(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Texts a model is fine-tuned on (and whose loss the gradient norms measure): the whole
+    rendering, response included, for both tasks."""
+    return [render_prompt(r, True) for r in records]
+
+
+def ctr_labels(records: Sequence[Mapping[str, Any]], source: str = "records") -> np.ndarray:
+    """Binary labels of CTR records: 1 for an output of ``Yes``, 0 for ``No``."""
+    out = np.empty(len(records), dtype=np.int64)
+    for i, rec in enumerate(records):
+        answer = rec["output"].strip()
+        if answer not in CTR_ANSWERS:
+            raise GoracsError(f"{source}: record {i} output must be 'Yes' or 'No' for the ctr "
+                              f"task, got {rec['output']!r}")
+        out[i] = CTR_ANSWERS[answer]
+    return out
+
+
+def tokenize_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids of each text as fine-tuning sees it: the tokenizer's own special tokens, the
+    text cut to ``max_length`` tokens, then the end-of-sequence token when it still fits (the
+    BIGRec/TALLRec convention, so the model learns where an answer stops)."""
+    if max_length < 2:
+        raise GoracsError(f"max-length must be at least 2, got {max_length}")
+    eos = tokenizer.eos_token_id
+    encoded = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+    out = []
+    for ids in encoded:
+        ids = list(ids[:max_length])
+        if eos is not None and len(ids) < max_length:
+            ids.append(int(eos))
+        out.append(ids)
+    return out

@@ -1,0 +1,104 @@
+"""``goracs features DIR`` end to end, and its answers to bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from features_helpers import write_prepared
+
+from goracs.cli import main
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.slow
+def test_features_of_a_seqrec_folder(tmp_path, capsys):
+    d = write_prepared(tmp_path / "seq", "seqrec", n_train=5, n_valid=3)
+    code, out, err = run(["features", str(d), "--quiet", "--batch-size", "4"], capsys)
+    assert code == 0, err
+    f = d / "features"
+    train_emb = np.load(f / "train_emb.npy")
+    valid_emb = np.load(f / "valid_emb.npy")
+    norms = np.load(f / "grad_norms.npy")
+    assert train_emb.shape == (5, 384) and valid_emb.shape == (3, 384)
+    assert train_emb.dtype == valid_emb.dtype == norms.dtype == np.float32
+    assert norms.shape == (5,) and np.all(norms > 0)
+    assert not (f / "train_labels.npy").exists()
+    manifest = json.loads((f / "features.json").read_text())
+    assert manifest["task"] == "seqrec" and manifest["n_train"] == 5
+    assert manifest["grad_norms"]["block"].endswith("layers.29.self_attn.v_proj.lora_B."
+                                                    "default.weight")
+    assert manifest["grad_norms"]["lora"] == {"r": 8, "alpha": 16,
+                                              "targets": ["q_proj", "v_proj"], "seed": 0}
+    assert manifest["grad_norms"]["shared_prefix_tokens"] > 0
+    assert set(manifest["seconds"]) == {"embed_train", "embed_valid", "load_model",
+                                        "grad_norms", "total"}
+    assert "5 train, 3 valid" in out
+
+    # A second run reads every array back from the cache: identical bytes.
+    before = {p.name: p.read_bytes() for p in f.glob("*.npy")}
+    code, _, err = run(["features", str(d), "--quiet", "--batch-size", "4"], capsys)
+    assert code == 0, err
+    assert {p.name: p.read_bytes() for p in f.glob("*.npy")} == before
+    assert json.loads((f / "features.json").read_text())["seconds"]["grad_norms"] < \
+        manifest["seconds"]["grad_norms"]
+
+
+@pytest.mark.slow
+def test_features_of_a_ctr_folder_include_labels(tmp_path, capsys):
+    d = write_prepared(tmp_path / "ctr", "ctr", n_train=4, n_valid=3)
+    code, _, err = run(["features", str(d), "--quiet", "--batch-size", "4", "--lora-r", "4",
+                        "--lora-targets", "v_proj"], capsys)
+    assert code == 0, err
+    f = d / "features"
+    assert np.load(f / "train_labels.npy").tolist() == [0, 1, 1, 0]
+    assert np.load(f / "valid_labels.npy").tolist() == [1, 1, 0]
+    manifest = json.loads((f / "features.json").read_text())
+    assert manifest["encoder"]["texts"] == "without response"
+    assert manifest["labels"] == {"train": {"positive": 2, "negative": 2},
+                                  "valid": {"positive": 2, "negative": 1}}
+    assert manifest["grad_norms"]["lora"]["targets"] == ["v_proj"]
+
+
+def corrupt(d, name, content):
+    (d / name).write_text(content)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "train.json").unlink(), "file not found: .*train.json"),
+    (lambda d: corrupt(d, "valid.json", "[]"), "valid.json: the list of records is empty"),
+    (lambda d: corrupt(d, "train.json", json.dumps([{"instruction": "i", "output": "o"}])),
+     "record 0 has no field 'input'"),
+    (lambda d: corrupt(d, "meta.json", json.dumps({"task": "rank"})), "task must be one of"),
+    (lambda d: (d / "meta.json").unlink(), "meta.json"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, damage, message):
+    d = write_prepared(tmp_path / "d", "seqrec", n_train=3, n_valid=2)
+    damage(d)
+    code, _, err = run(["features", str(d), "--quiet"], capsys)
+    assert code == 2
+    assert err.startswith("goracs: error: ") and err.count("\n") == 1
+    assert re.search(message, err)
+    assert not (d / "features").exists()
+
+
+def test_bad_labels_and_options_are_rejected(tmp_path, capsys):
+    d = write_prepared(tmp_path / "d", "ctr", n_train=3, n_valid=2)
+    code, _, err = run(["features", str(d), "--quiet", "--task", "ctr", "--batch-size", "0"],
+                       capsys)
+    assert code == 2 and "--batch-size must be positive" in err
+    recs = json.loads((d / "train.json").read_text())
+    recs[2]["output"] = "yes please"
+    (d / "train.json").write_text(json.dumps(recs))
+    code, _, err = run(["features", str(d), "--quiet"], capsys)
+    assert code == 2 and "record 2 output must be 'Yes' or 'No'" in err
+    code, _, err = run(["features", str(tmp_path / "nowhere"), "--quiet"], capsys)
+    assert code == 2 and "data folder not found" in err
+    assert not (d / "features").exists()
