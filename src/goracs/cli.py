@@ -18,6 +18,8 @@ COMMAND_MODULES = [
     "goracs.select.commands",
     "goracs.data.commands",
     "goracs.features.commands",
+    "goracs.train.commands",
+    "goracs.evaluate.commands",
 ]
 
 

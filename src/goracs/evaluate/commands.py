@@ -1,0 +1,60 @@
+"""CLI command of the evaluation package: ``goracs evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+
+from goracs.features.samples import check_task, read_task
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score a model (and adapter) on the test split: SeqRec NDCG/HR or CTR AUC",
+        description="SeqRec: generate, ground the answer to item titles by L2 distance of "
+        "last-token hidden states, NDCG@K and HR@K (K=1,5,10,20) among the target's sampled "
+        "negatives and over the full catalogue. CTR: P(Yes) from the Yes/No logits, AUC, "
+        "log-loss, accuracy. Writes OUT/metrics.json and OUT/predictions.jsonl.",
+    )
+    p.add_argument("--data", required=True, help="prepared data folder (test.json, items.json)")
+    p.add_argument("--task", choices=["seqrec", "ctr"],
+                   help="default: the task named in DATA/meta.json")
+    p.add_argument("--model", default=None,
+                   help="base model: smollm2-135m-instruct (default), a folder or a hub id")
+    p.add_argument("--adapter", help="peft adapter folder (from goracs finetune)")
+    p.add_argument("--max-test", type=int, help="score a seeded random subset of N test records")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --max-test subset")
+    p.add_argument("--batch-size", type=int, default=8, help="prompts per forward/generate call")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="SeqRec generation length")
+    p.add_argument("--num-beams", type=int, default=1, help="SeqRec: 1 is greedy decoding")
+    p.add_argument("--embed-batch-size", type=int, default=32, help="titles per forward pass")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from goracs.evaluate.run import EvalSettings, evaluate
+
+    task = check_task(args.task, "--task") if args.task else read_task(args.data)
+    settings = EvalSettings(max_test=args.max_test, seed=args.seed, batch_size=args.batch_size,
+                            max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+                            embed_batch_size=args.embed_batch_size, dtype=args.dtype).validate()
+    doc = evaluate(args.data, task, args.out, settings, model=args.model, adapter=args.adapter,
+                   device=args.device, progress=not args.quiet)
+    m = doc["metrics"]
+    if task == "ctr":
+        summary = (f"AUC {m['AUC']:.4f}, log-loss {m['log_loss']:.4f}, "
+                   f"accuracy {m['accuracy']:.4f}")
+    else:
+        parts = []
+        for proto in ("sampled", "full"):
+            if m.get(proto):
+                parts.append(f"{proto}: NDCG@10 {m[proto]['NDCG@10']:.4f}, "
+                             f"HR@10 {m[proto]['HR@10']:.4f}")
+        summary = "; ".join(parts)
+    print(f"wrote {args.out}/metrics.json ({doc['data']['scored']} test samples, "
+          f"{doc['seconds']['total']:.1f} s): {summary}")
+    return 0

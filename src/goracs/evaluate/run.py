@@ -1,0 +1,286 @@
+"""Evaluating a model (with or without an adapter) on a prepared data folder.
+
+Writes ``OUT/predictions.jsonl`` (one line per test sample, enough to recompute every metric
+with :mod:`goracs.evaluate.metrics`) and then ``OUT/metrics.json`` (the metrics with the model,
+adapter, data and settings), both atomically. Model passes run in chunks kept in
+``OUT/.work-KEY`` so an interrupted evaluation resumes; the folder goes once the outputs exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from goracs.errors import GoracsError
+from goracs.evaluate import metrics as M
+from goracs.evaluate.chunks import chunked
+from goracs.evaluate.ctr import answer_token_ids, p_yes_batch
+from goracs.evaluate.seqrec import clean_generation, embed_texts, generate_batch
+from goracs.features.cache import content_key, texts_digest
+from goracs.features.samples import ctr_labels, load_records, render_prompt
+from goracs.io import atomic_write_json, atomic_write_text
+from goracs.paths import cache_root
+from goracs.train.model import load_lm, pick_device
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How the test set is scored. ``max_test`` keeps a seeded random subset of the test
+    records (``None``: all); ``batch_size`` is the number of prompts per forward or generate
+    call; ``num_beams=1`` is greedy decoding."""
+
+    max_test: int | None = None
+    seed: int = 0
+    batch_size: int = 8
+    max_new_tokens: int = 32
+    num_beams: int = 1
+    embed_batch_size: int = 32
+    dtype: str = "fp32"
+
+    def validate(self) -> EvalSettings:
+        if self.max_test is not None and self.max_test < 1:
+            raise GoracsError(f"max-test must be at least 1, got {self.max_test}")
+        for name in ("batch_size", "max_new_tokens", "num_beams", "embed_batch_size"):
+            if getattr(self, name) < 1:
+                raise GoracsError(f"{name.replace('_', '-')} must be at least 1, got "
+                                  f"{getattr(self, name)}")
+        if self.dtype not in ("fp32", "bf16"):
+            raise GoracsError(f"dtype must be fp32 or bf16, got {self.dtype!r}")
+        return self
+
+
+def sample_test_indices(n: int, max_test: int | None, seed: int) -> np.ndarray:
+    """Indices of the test records scored: all, or ``max_test`` drawn without replacement with
+    ``seed`` and kept in file (time) order, so the subset spans the whole test period."""
+    if max_test is None or max_test >= n:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=max_test, replace=False))
+
+
+def _load_items(data_dir: Path) -> list[str]:
+    p = data_dir / "items.json"
+    if not p.is_file():
+        raise GoracsError(f"file not found: {p} (the SeqRec catalogue of item titles)")
+    try:
+        with open(p, encoding="utf-8") as f:
+            items = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GoracsError(f"{p}: not valid JSON ({exc})") from None
+    if not isinstance(items, list) or not items or not all(isinstance(t, str) for t in items):
+        raise GoracsError(f"{p}: expected a non-empty JSON list of title strings")
+    return items
+
+
+def _target_title(rec: Mapping[str, Any]) -> str:
+    """The target title: the ``target`` field, else the output without its quotes."""
+    t = rec.get("target")
+    if isinstance(t, str) and t:
+        return t
+    return rec["output"].strip().strip('"').strip()
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    return x
+
+
+def evaluate(
+    data_dir: str | os.PathLike,
+    task: str,
+    out: str | os.PathLike,
+    settings: EvalSettings,
+    *,
+    model: str | None = None,
+    adapter: str | os.PathLike | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    embedding_cache: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Score the test records of ``data_dir`` and write ``metrics.json`` and
+    ``predictions.jsonl`` into ``out``.
+
+    Parameters
+    ----------
+    data_dir : path
+        A prepared folder (``test.json``; ``items.json`` for SeqRec).
+    task : {"seqrec", "ctr"}
+    settings : EvalSettings
+    model, adapter : optional
+        Base model (the packaged SmolLM2 by default) and a peft adapter folder.
+    embedding_cache : path, optional
+        Where catalogue title embeddings are cached (default: ``title-embeddings`` under
+        :func:`goracs.paths.cache_root`).
+
+    Returns
+    -------
+    dict
+        The content of ``metrics.json``.
+    """
+    settings.validate()
+    data_dir = Path(data_dir)
+    out = Path(out)
+    test_path = data_dir / "test.json"
+    records = load_records(test_path)
+    idx = sample_test_indices(len(records), settings.max_test, settings.seed)
+    test = [records[i] for i in idx]
+    if task == "ctr":
+        labels = ctr_labels(test, str(test_path))
+    elif task != "seqrec":
+        raise GoracsError(f"task must be seqrec or ctr, got {task!r}")
+    dev = pick_device(device)
+    t0 = time.perf_counter()
+    lm, tok, identity = load_lm(model, adapter, dtype=settings.dtype, device=dev)
+    lm.eval()
+    t_load = time.perf_counter() - t0
+    prompts = [render_prompt(r, False) for r in test]
+    run_key = content_key({"task": task, "settings": asdict(settings),
+                           "prompts": texts_digest(prompts), "model": identity["model_files"],
+                           "adapter": identity["adapter_files"], "device": dev, "format": 1})
+    work = out / f".work-{run_key}"
+    # Prompts of similar length share a batch (little padding); results return to file order.
+    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+    seconds: dict[str, float] = {"load_model": round(t_load, 3)}
+    doc: dict[str, Any] = {
+        "task": task, "model": identity["model"], "model_files": identity["model_files"],
+        "adapter": identity["adapter"], "adapter_files": identity["adapter_files"],
+        "data": {"dir": str(data_dir), "test_records": len(records), "scored": len(test),
+                 "test_digest": texts_digest(prompts)},
+        "settings": {**asdict(settings), "device": dev},
+    }
+    lines: list[dict[str, Any]] = []
+    if task == "ctr":
+        yes_id, no_id = answer_token_ids(tok, test[0])
+        t1 = time.perf_counter()
+        parts = chunked(len(test), settings.batch_size * 8, work / "p_yes",
+                        lambda s, e: np.concatenate([
+                            p_yes_batch(lm, tok, [prompts[order[i]] for i in
+                                                  range(a, min(e, a + settings.batch_size))],
+                                        yes_id, no_id, dev)
+                            for a in range(s, e, settings.batch_size)]),
+                        kind="npy", desc="score ctr", progress=progress)
+        p_sorted = np.concatenate(parts)
+        p = np.empty_like(p_sorted)
+        p[np.asarray(order, dtype=np.int64)] = p_sorted
+        seconds["score"] = round(time.perf_counter() - t1, 3)
+        doc["metrics"] = M.ctr_metrics(labels, p)
+        doc["answer_tokens"] = {"Yes": yes_id, "No": no_id,
+                                "Yes_text": tok.decode([yes_id]), "No_text": tok.decode([no_id])}
+        for j, i in enumerate(idx):
+            rec = test[j]
+            lines.append({"index": int(i), "user": rec.get("user"), "target": rec.get("target"),
+                          "label": int(labels[j]), "p_yes": float(p[j])})
+    else:
+        cache = Path(embedding_cache) if embedding_cache is not None \
+            else cache_root() / "title-embeddings"
+        _evaluate_seqrec(lm, tok, identity, test, idx, prompts, order, data_dir, work, cache,
+                         settings, dev, progress, doc, lines, seconds)
+    seconds["total"] = round(time.perf_counter() - t0, 3)
+    doc["seconds"] = seconds
+    doc = _jsonable(doc)
+    text = "".join(json.dumps(_jsonable(x), ensure_ascii=False) + "\n" for x in lines)
+    atomic_write_text(out / "predictions.jsonl", text)
+    atomic_write_json(out / "metrics.json", doc)
+    shutil.rmtree(work, ignore_errors=True)
+    return doc
+
+
+def _evaluate_seqrec(lm: Any, tok: Any, identity: Mapping[str, Any], test: Sequence[Mapping],
+                     idx: np.ndarray, prompts: Sequence[str], order: Sequence[int],
+                     data_dir: Path, work: Path, cache: Path, settings: EvalSettings, dev: str,
+                     progress: bool, doc: dict[str, Any], lines: list[dict[str, Any]],
+                     seconds: dict[str, float]) -> None:
+    catalogue = _load_items(data_dir)
+    have_neg = [isinstance(r.get("negatives"), list) for r in test]
+    sampled = all(have_neg)
+    if not sampled:
+        print("note: not every test record has 'negatives'; the sampled protocol is skipped",
+              file=sys.stderr)
+    targets = [_target_title(r) for r in test]
+    t1 = time.perf_counter()
+    bs = settings.batch_size
+
+    def generate_chunk(s: int, e: int) -> list[str]:
+        texts: list[str] = []
+        for a in range(s, e, bs):
+            texts += generate_batch(lm, tok, [prompts[order[i]] for i in range(a, min(e, a + bs))],
+                                    max_new_tokens=settings.max_new_tokens,
+                                    num_beams=settings.num_beams, device=dev)
+        return texts
+
+    parts = chunked(len(test), bs * 4, work / "generated", generate_chunk, kind="json",
+                    desc="generate", progress=progress)
+    raw_sorted = [g for part in parts for g in part]
+    raw = [""] * len(test)
+    for j, i in enumerate(order):
+        raw[i] = raw_sorted[j]
+    generated = [clean_generation(g) for g in raw]
+    seconds["generate"] = round(time.perf_counter() - t1, 3)
+
+    t2 = time.perf_counter()
+    titles = sorted(set(catalogue))
+    title_pos = {t: k for k, t in enumerate(titles)}
+    extra = sorted({t for r, tg in zip(test, targets, strict=True)
+                    for t in [tg, *(r.get("negatives") or [])] if t not in title_pos})
+    emb_titles = embed_texts(lm, tok, titles, identity, cache,
+                             batch_size=settings.embed_batch_size, device=dev,
+                             desc="embed titles", progress=progress)
+    if extra:
+        emb_extra = embed_texts(lm, tok, extra, identity, work / "extra",
+                                batch_size=settings.embed_batch_size, device=dev,
+                                desc="embed other titles", progress=progress)
+        emb_all = np.concatenate([emb_titles, emb_extra])
+        for t in extra:
+            title_pos[t] = len(title_pos)
+    else:
+        emb_all = emb_titles
+    seconds["embed_titles"] = round(time.perf_counter() - t2, 3)
+    t3 = time.perf_counter()
+    emb_gen = embed_texts(lm, tok, generated, identity, work / "gen-emb",
+                          batch_size=settings.embed_batch_size, device=dev,
+                          desc="embed answers", progress=progress)
+    seconds["embed_answers"] = round(time.perf_counter() - t3, 3)
+
+    t4 = time.perf_counter()
+    cat_rows = np.asarray([title_pos[t] for t in catalogue], dtype=np.int64)
+    rank_full: list[int | None] = []
+    rank_sampled: list[int | None] = []
+    d_full = M.l2_distances(emb_gen, emb_all[cat_rows])
+    for j, rec in enumerate(test):
+        q = emb_gen[j:j + 1]
+        rank_full.append(M.rank_among_titles(d_full[j], catalogue, targets[j]))
+        if sampled:
+            cands = [targets[j], *rec["negatives"]]
+            rows = np.asarray([title_pos[t] for t in cands], dtype=np.int64)
+            d = M.l2_distances(q, emb_all[rows])[0]
+            rank_sampled.append(M.rank_among_titles(d, cands, targets[j]))
+        else:
+            rank_sampled.append(None)
+    seconds["rank"] = round(time.perf_counter() - t4, 3)
+    catalogue_set = set(catalogue)
+    missing = sum(1 for t in targets if t not in catalogue_set)
+    doc["metrics"] = {
+        "sampled": M.ranking_metrics(rank_sampled) if sampled else None,
+        "full": M.ranking_metrics(rank_full),
+        "exact_match": float(np.mean([g == t for g, t in zip(generated, targets, strict=True)])),
+        "answer_in_catalogue": float(np.mean([g in catalogue_set for g in generated])),
+    }
+    doc["catalogue"] = {"items": len(catalogue), "distinct_titles": len(titles),
+                        "targets_missing": missing,
+                        "negatives_per_sample": (len(test[0]["negatives"]) if sampled else None)}
+    for j, i in enumerate(idx):
+        lines.append({"index": int(i), "user": test[j].get("user"), "target": targets[j],
+                      "generated": generated[j], "generated_raw": raw[j],
+                      "rank_sampled": rank_sampled[j], "rank_full": rank_full[j]})
