@@ -58,7 +58,7 @@ def plot_curve(path: str, seconds: list[float], poo: list[float], out: dict) -> 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(seconds, poo, lw=1.5, label="GORACS (exact swaps)")
+    ax.plot(seconds, poo, lw=1.5, label="POO after each exact solve or accepted swap")
     ax.scatter([seconds[0]], [poo[0]], s=12, color="k", zorder=3, label="after greedy")
     ax.axhline(0.290, ls="--", lw=0.8, color="grey")
     ax.set_xlabel("seconds since start (cost matrix included)")
