@@ -46,6 +46,23 @@ def load_array(path: str | os.PathLike, name: str | None = None) -> np.ndarray:
     raise GoracsError(f"{p}: unsupported array format (use .npy or .safetensors)")
 
 
+def read_json(path: str | os.PathLike, what: str = "") -> Any:
+    """Parse a JSON file; a missing, unreadable or malformed file is a :class:`GoracsError`.
+
+    ``what`` says in the message what the file should have been (e.g. "the item catalogue").
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise GoracsError(f"file not found: {p}" + (f" ({what})" if what else ""))
+    try:
+        with open(p, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GoracsError(f"{p}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise GoracsError(f"cannot read {p}: {exc}") from None
+
+
 def _umask_mode() -> int:
     """The mode a plainly created file gets (0o666 less the umask); mkstemp would give 0o600."""
     mask = os.umask(0)

@@ -27,7 +27,7 @@ from goracs.evaluate.ctr import answer_token_ids, p_yes_batch
 from goracs.evaluate.seqrec import clean_generation, embed_texts, generate_batch
 from goracs.features.cache import content_key, texts_digest
 from goracs.features.samples import ctr_labels, load_records, render_prompt
-from goracs.io import atomic_write_json, atomic_write_text
+from goracs.io import atomic_write_json, atomic_write_text, read_json
 from goracs.paths import cache_root
 from goracs.train.model import load_lm, pick_device
 
@@ -69,13 +69,7 @@ def sample_test_indices(n: int, max_test: int | None, seed: int) -> np.ndarray:
 
 def _load_items(data_dir: Path) -> list[str]:
     p = data_dir / "items.json"
-    if not p.is_file():
-        raise GoracsError(f"file not found: {p} (the SeqRec catalogue of item titles)")
-    try:
-        with open(p, encoding="utf-8") as f:
-            items = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GoracsError(f"{p}: not valid JSON ({exc})") from None
+    items = read_json(p, "the SeqRec catalogue of item titles")
     if not isinstance(items, list) or not items or not all(isinstance(t, str) for t in items):
         raise GoracsError(f"{p}: expected a non-empty JSON list of title strings")
     return items

@@ -7,7 +7,6 @@ TALLRec fine-tune with (method.md section 1).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from goracs.errors import GoracsError
+from goracs.io import read_json
 
 PROMPT_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides "
@@ -78,27 +78,13 @@ def check_records(records: Any, source: str) -> list[dict[str, Any]]:
 
 def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read and validate a JSON list of Alpaca records (``train.json``, ``valid.json``)."""
-    p = Path(path)
-    if not p.is_file():
-        raise GoracsError(f"file not found: {p}")
-    try:
-        with open(p, encoding="utf-8") as f:
-            records = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GoracsError(f"{p}: not valid JSON ({exc})") from None
-    return check_records(records, str(p))
+    return check_records(read_json(path), str(path))
 
 
 def read_task(data_dir: str | os.PathLike) -> str:
     """The task named in ``DIR/meta.json`` (``seqrec`` or ``ctr``)."""
     p = Path(data_dir) / "meta.json"
-    if not p.is_file():
-        raise GoracsError(f"file not found: {p} (give --task to go without it)")
-    try:
-        with open(p, encoding="utf-8") as f:
-            meta = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GoracsError(f"{p}: not valid JSON ({exc})") from None
+    meta = read_json(p, "give --task to go without it")
     task = meta.get("task") if isinstance(meta, dict) else None
     return check_task(task, str(p))
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from goracs.errors import GoracsError
+from goracs.features.samples import load_records, read_task
 from goracs.io import atomic_write_json, load_array
 from goracs.select import SelectionData, available_methods, get_selector
 
@@ -159,13 +160,7 @@ _ARRAY_FLAGS = ("train_emb", "valid_emb", "grad_norms", "train_labels", "valid_l
 def _use_prepared_folder(args: argparse.Namespace) -> tuple[Path, str]:
     """Point the array flags at DIR/features/*.npy; returns the folder and its task."""
     data_dir = Path(args.data)
-    meta_path = data_dir / "meta.json"
-    if not meta_path.is_file():
-        raise GoracsError(f"{data_dir}: no meta.json (make the folder with `goracs prepare`)")
-    try:
-        task = json.loads(meta_path.read_text(encoding="utf-8"))["task"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise GoracsError(f"{meta_path}: not a goracs prepare manifest") from None
+    task = read_task(data_dir)
     feats = data_dir / "features"
     if not (feats / "features.json").is_file():
         raise GoracsError(f"{data_dir}: no computed features (run `goracs features {data_dir}`)")
@@ -194,8 +189,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {"inputs": inputs}
     records = None
     if data_dir is not None:
-        records = json.loads((data_dir / "train.json").read_text(encoding="utf-8"))
-        if not isinstance(records, list) or len(records) != data.n_train:
+        records = load_records(data_dir / "train.json")
+        if len(records) != data.n_train:
             raise GoracsError(f"{data_dir}/train.json does not match its features "
                               f"({data.n_train} rows); rerun `goracs features`")
         extra.update(data=str(data_dir), task=task, coreset="coreset.json")
