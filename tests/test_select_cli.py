@@ -77,7 +77,8 @@ def test_safetensors_input_and_labels(arrays, tmp_path):
 
 
 def test_other_methods_through_the_same_command(arrays, tmp_path):
-    for method in ("random", "kcenter", "grand"):
+    for method in ("random", "kcenter", "grand", "goracs-greedy", "goracs-nograd",
+                   "goracs-individual"):
         out = tmp_path / method
         assert main(base_args(arrays, out) + ["--method", method]) == 0
         sel = json.loads((out / "selection.json").read_text())

@@ -109,10 +109,8 @@ def _literal(text: str) -> Any:
 def build_selector(args: argparse.Namespace) -> Any:
     """Instantiate the chosen method with the flags its constructor accepts."""
     cls = get_selector(args.method)
-    accepted = set()
-    for klass in cls.__mro__:
-        if "__init__" in vars(klass):
-            accepted |= set(inspect.signature(klass.__init__).parameters)
+    # the constructor the class really has (an ablation narrows its parent's parameters)
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     kwargs: dict[str, Any] = {"budget": args.budget, "seed": args.seed}
     for flag, pname in _METHOD_FLAGS.items():
         if pname in accepted:
