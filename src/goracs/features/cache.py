@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 # Files up to this size are hashed by content; bigger ones (model weights) by name, size and
 # modification time, which is enough to notice a replaced file without reading gigabytes.
 CONTENT_HASH_LIMIT = 64 * 2**20
@@ -54,3 +56,19 @@ def content_key(doc: dict[str, Any]) -> str:
     """Hex key (24 digits) of a JSON-serialisable description of a cached result."""
     blob = json.dumps(doc, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def load_parts(parts_dir: Path | None, prefix: str, sizes: Sequence[int],
+               ndim: int) -> list[np.ndarray | None]:
+    """The pieces an interrupted run left in ``parts_dir``: ``{prefix}-{k:05d}.npy`` for piece
+    k, kept only if it has ``ndim`` dimensions and ``sizes[k]`` rows; None for the rest."""
+    found: list[np.ndarray | None] = [None] * len(sizes)
+    if parts_dir is None:
+        return found
+    for k, size in enumerate(sizes):
+        f = parts_dir / f"{prefix}-{k:05d}.npy"
+        if f.is_file():
+            arr = np.load(f, allow_pickle=False)
+            if arr.ndim == ndim and arr.shape[0] == size:
+                found[k] = arr
+    return found

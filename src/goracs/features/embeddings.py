@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from goracs.errors import GoracsError
-from goracs.features.cache import content_key, path_fingerprint, texts_digest
+from goracs.features.cache import content_key, load_parts, path_fingerprint, texts_digest
 from goracs.io import atomic_save_npy
 from goracs.models import resolve_encoder
 
@@ -122,14 +122,7 @@ def embed_texts(
         model = load_encoder(path, max_seq_length, dtype)
 
     starts = list(range(0, len(texts), CHUNK))
-    chunks: list[np.ndarray | None] = [None] * len(starts)
-    if parts_dir is not None:
-        for c, s in enumerate(starts):
-            part = parts_dir / f"part-{c:05d}.npy"
-            if part.is_file():
-                arr = np.load(part, allow_pickle=False)
-                if arr.ndim == 2 and arr.shape[0] == len(texts[s:s + CHUNK]):
-                    chunks[c] = arr
+    chunks = load_parts(parts_dir, "part", [len(texts[s:s + CHUNK]) for s in starts], ndim=2)
     done = sum(ch.shape[0] for ch in chunks if ch is not None)
     bar = tqdm(total=len(texts), initial=done, desc="embeddings", unit="text",
                disable=not progress, file=sys.stderr, dynamic_ncols=True)

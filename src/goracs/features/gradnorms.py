@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from goracs.errors import GoracsError
-from goracs.features.cache import content_key, path_fingerprint
+from goracs.features.cache import content_key, load_parts, path_fingerprint
 from goracs.features.samples import tokenize_texts
 from goracs.io import atomic_save_npy
 from goracs.models import resolve_llm
@@ -576,14 +576,7 @@ class GradNormScorer:
         order = self.processing_order(seqs)
         shard = self.batch_size * self.shard_batches
         bounds = list(range(0, n, shard))
-        found: list[np.ndarray | None] = [None] * len(bounds)
-        if parts is not None:
-            for k, s in enumerate(bounds):
-                f = parts / f"shard-{k:05d}.npy"
-                if f.is_file():
-                    arr = np.load(f, allow_pickle=False)
-                    if arr.shape == (min(shard, n - s),):
-                        found[k] = arr
+        found = load_parts(parts, "shard", [min(shard, n - s) for s in bounds], ndim=1)
         done = sum(a.shape[0] for a in found if a is not None)
         bar = tqdm(total=n, initial=done, desc="gradient norms", unit="sample",
                    disable=not progress, file=sys.stderr, dynamic_ncols=True)
