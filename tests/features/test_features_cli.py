@@ -101,4 +101,6 @@ def test_bad_labels_and_options_are_rejected(tmp_path, capsys):
     assert code == 2 and "record 2 output must be 'Yes' or 'No'" in err
     code, _, err = run(["features", str(tmp_path / "nowhere"), "--quiet"], capsys)
     assert code == 2 and "data folder not found" in err
+    code, _, err = run(["features", str(d), "--quiet", "--device", "tpu"], capsys)
+    assert code == 2 and "device must be auto, cpu or cuda" in err
     assert not (d / "features").exists()

@@ -53,12 +53,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="batch samples in file order instead of by length")
     g.add_argument("--no-share-prefix", action="store_true",
                    help="do not run the prefix all samples share once")
+    p.add_argument("--device", default="cpu", metavar="DEV",
+                   help="cpu (default), cuda[:N] or auto (a GPU when there is one); results "
+                        "agree with the CPU's to float rounding and share its cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_features)
 
 
 def cmd_features(args: argparse.Namespace) -> int:
     from goracs.features.pipeline import FeatureSettings, build_features
+    from goracs.train.model import pick_device
 
     targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
     for name, value in (("--encoder-batch-size", args.encoder_batch_size),
@@ -72,6 +76,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         raise GoracsError(f"--max-length must be at least 2, got {args.max_length}")
     if not targets:
         raise GoracsError("--lora-targets names no module")
+    pick_device(args.device)  # an unknown or missing device fails before any work
     settings = FeatureSettings(
         task=args.task, encoder=args.encoder, encoder_batch_size=args.encoder_batch_size,
         encoder_max_length=args.encoder_max_length, encoder_dtype=args.encoder_dtype,
@@ -79,7 +84,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_targets=targets,
         block=args.block, batch_size=args.batch_size, max_length=args.max_length,
         dtype=args.dtype, seed=args.seed, sort_by_length=not args.no_sort,
-        share_prefix=not args.no_share_prefix,
+        share_prefix=not args.no_share_prefix, device=args.device,
     )
     if args.quiet:
         from transformers.utils import logging as hf_logging

@@ -28,10 +28,11 @@ ENCODER_DTYPES = ("fp32", "bf16")
 
 
 def load_encoder(encoder: str | None = None, max_seq_length: int | None = None,
-                 dtype: str = "fp32") -> Any:
-    """A ``SentenceTransformer`` on the CPU, from the packaged encoder (``None``), a folder
-    or a hub id; never runs code shipped with the model. ``dtype="bf16"`` halves the
-    encoder's precision (about twice as fast on CPUs with bfloat16 units)."""
+                 dtype: str = "fp32", device: str = "cpu") -> Any:
+    """A ``SentenceTransformer`` on ``device`` (cpu, cuda[:N] or auto), from the packaged
+    encoder (``None``), a folder or a hub id; never runs code shipped with the model.
+    ``dtype="bf16"`` halves the encoder's precision (about twice as fast on CPUs with bfloat16
+    units)."""
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -39,9 +40,12 @@ def load_encoder(encoder: str | None = None, max_seq_length: int | None = None,
         raise GoracsError(f"encoder dtype must be one of {', '.join(ENCODER_DTYPES)}, "
                           f"got {dtype!r}")
 
+    from goracs.train.model import pick_device
+
     path = resolve_encoder(encoder)
+    device = pick_device(device)
     try:
-        model = SentenceTransformer(path, device="cpu", trust_remote_code=False)
+        model = SentenceTransformer(path, device=device, trust_remote_code=False)
     except Exception as exc:  # hub, file and config errors come in many types
         raise GoracsError(f"cannot load encoder {path}: {type(exc).__name__}: {exc}") from None
     if max_seq_length is not None:
@@ -74,6 +78,7 @@ def embed_texts(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     model: Any = None,
+    device: str = "cpu",
 ) -> np.ndarray:
     """Embed ``texts`` with a sentence-transformers encoder.
 
@@ -97,6 +102,8 @@ def embed_texts(
         Show a progress bar on stderr.
     model : SentenceTransformer, optional
         An already loaded encoder; ``encoder`` must then name where it came from, for the key.
+    device : str
+        Where a newly loaded encoder runs: ``"cpu"``, ``"cuda[:N]"`` or ``"auto"``.
 
     Returns
     -------
@@ -119,7 +126,7 @@ def embed_texts(
         if final.is_file():
             return np.load(final, allow_pickle=False)
     if model is None:
-        model = load_encoder(path, max_seq_length, dtype)
+        model = load_encoder(path, max_seq_length, dtype, device)
 
     starts = list(range(0, len(texts), CHUNK))
     chunks = load_parts(parts_dir, "part", [len(texts[s:s + CHUNK]) for s in starts], ndim=2)

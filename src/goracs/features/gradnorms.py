@@ -79,6 +79,7 @@ def load_scoring_model(
     *,
     lora: LoraSettings = LoraSettings(),
     dtype: str = "fp32",
+    device: str = "cpu",
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Load a causal LM with a LoRA adapter, ready for :class:`GradNormScorer`.
 
@@ -94,6 +95,8 @@ def load_scoring_model(
         at zero, as peft initialises it, so norms depend on A through the seed).
     dtype : {"fp32", "bf16"}
         Precision of the base model's weights and activations.
+    device : str
+        ``"cpu"``, ``"cuda[:N]"`` or ``"auto"`` (a GPU when there is one).
 
     Returns
     -------
@@ -104,14 +107,17 @@ def load_scoring_model(
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from goracs.train.model import pick_device
+
     torch_dtype = _torch_dtype(dtype)
+    device = pick_device(device)
     if lora.r < 1 or lora.alpha <= 0 or not lora.targets:
         raise GoracsError(f"invalid LoRA settings: r={lora.r}, alpha={lora.alpha}, "
                           f"targets={list(lora.targets)}")
     path = resolve_llm(model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
     except Exception as exc:  # hub, file and config errors come in many types
         raise GoracsError(f"cannot load model {path}: {type(exc).__name__}: {exc}") from None
     torch.manual_seed(lora.seed)
@@ -238,6 +244,7 @@ class GradNormScorer:
         self.block_name = find_block(model, block)
         params = dict(model.named_parameters(remove_duplicate=False))
         self.param = params[self.block_name]
+        self.device = self.param.device
         self._activate()
         owner_name, _, kind = self.block_name.rpartition(".")
         self.module = model.get_submodule(owner_name)
@@ -311,7 +318,7 @@ class GradNormScorer:
         """Hidden states entering the block's layer, and the key/value cache below it."""
         import torch
 
-        ids = torch.tensor([list(tokens)], dtype=torch.long)
+        ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)
         cache = self._new_cache(None, 1)
         with torch.no_grad(), self._stack(0, self.layer_index, final_norm=False):
             out = self.decoder(input_ids=ids, cache=cache, use_cache=True)
@@ -344,7 +351,7 @@ class GradNormScorer:
         if self.decoder is None:
             return False
         vocab = self.head.weight.shape[0]
-        ids = (torch.arange(16, dtype=torch.long) * 7919 + 11) % vocab
+        ids = (torch.arange(16, dtype=torch.long, device=self.device) * 7919 + 11) % vocab
         ids = ids.unsqueeze(0)
         # Half-precision logits of this check differ by a few percent between two ways of
         # batching the same sum; a structural mismatch (wrong positions, a missing step)
@@ -417,7 +424,7 @@ class GradNormScorer:
                 # of the (rows x vocabulary) matrix.
                 z.sub_(z.amax(dim=1, keepdim=True)).exp_()
                 total = z.sum(dim=1)
-                z[torch.arange(r.shape[0]), targets[s:s + HEAD_CHUNK]] -= total
+                z[torch.arange(r.shape[0], device=z.device), targets[s:s + HEAD_CHUNK]] -= total
                 g = (z.to(head_w.dtype) @ head_w).float() * (w / total).unsqueeze(1)
                 grad[r] = g.to(grad.dtype)
         return grad.reshape(hidden.shape)
@@ -440,9 +447,11 @@ class GradNormScorer:
             rows.append(b * width + t)
             targets.append(np.asarray(s[start + 1:], dtype=np.int64))
             weights.append(np.full(len(t), 1.0 / (lens[b] - 1)))
-        rows_t = torch.from_numpy(np.concatenate(rows))
-        targets_t = torch.from_numpy(np.concatenate(targets))
-        weights_t = torch.from_numpy(np.concatenate(weights)).float()
+        dev = self.device
+        ids, mask = ids.to(dev), mask.to(dev)
+        rows_t = torch.from_numpy(np.concatenate(rows)).to(dev)
+        targets_t = torch.from_numpy(np.concatenate(targets)).to(dev)
+        weights_t = torch.from_numpy(np.concatenate(weights)).float().to(dev)
         with self._capture() as seen, torch.enable_grad():
             hidden = self._hidden(ids, mask, prefix)
             dh = self._head_backward(hidden.detach(), rows_t, targets_t, weights_t)
@@ -460,6 +469,7 @@ class GradNormScorer:
         for b, s in enumerate(seqs):
             ids[b, :lens[b]] = torch.from_numpy(s.astype(np.int64))
             mask[b, :lens[b]] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
         with self._capture() as seen, torch.enable_grad():
             logits = self.model(input_ids=ids, attention_mask=mask).logits
             loss = sample_losses(logits, ids, mask).sum()
@@ -481,11 +491,13 @@ class GradNormScorer:
         with self._capture() as seen, torch.enable_grad():
             with self._stack(self.layer_index, None, final_norm=True):
                 top = self.decoder(inputs_embeds=hidden, use_cache=False).last_hidden_state
-            rows = torch.arange(start)
-            targets = torch.tensor(tokens[1:start + 1], dtype=torch.long)
-            dh = self._head_backward(top.detach(), rows, targets, torch.ones(start))
+            dev = self.device
+            rows = torch.arange(start, device=dev)
+            targets = torch.tensor(tokens[1:start + 1], dtype=torch.long, device=dev)
+            dh = self._head_backward(top.detach(), rows, targets, torch.ones(start, device=dev))
             (gout,) = torch.autograd.grad(top, seen["out"], grad_outputs=dh)
-        g_pre = self._per_sample_grads(seen["inp"], gout, torch.ones((1, start)))[0]
+        g_pre = self._per_sample_grads(seen["inp"], gout,
+                                       torch.ones((1, start), device=dev))[0]
         return {"start": start, "tokens": tokens, "hidden": hidden, "kv": kv, "g_pre": g_pre}
 
     # ---- public -------------------------------------------------------------------------
@@ -519,17 +531,18 @@ class GradNormScorer:
         self._activate()
         prefix = self._prefix
         if not self.fast:
-            return self._grads_plain(seqs).flatten(1).norm(dim=1).numpy()
+            return self._grads_plain(seqs).flatten(1).norm(dim=1).cpu().numpy()
         if prefix is None:
-            return self._grads_fast(seqs, 0, None).flatten(1).norm(dim=1).numpy()
+            return self._grads_fast(seqs, 0, None).flatten(1).norm(dim=1).cpu().numpy()
         head = prefix["tokens"]
         if any(not np.array_equal(s[:len(head)], head) for s in seqs):
             raise GoracsError("batch_norms got a sample outside the prepared set (its start "
                               "differs from the shared prefix); call prepare() first")
         grads = self._grads_fast(seqs, prefix["start"], prefix)
-        inv = torch.tensor([1.0 / (len(s) - 1) for s in seqs], dtype=torch.float64)
+        inv = torch.tensor([1.0 / (len(s) - 1) for s in seqs], dtype=torch.float64,
+                           device=self.device)
         grads = grads + inv.view(-1, *([1] * (grads.dim() - 1))) * prefix["g_pre"]
-        return grads.flatten(1).norm(dim=1).numpy()
+        return grads.flatten(1).norm(dim=1).cpu().numpy()
 
     def cache_key(self, ids: Sequence[Sequence[int]]) -> str:
         if self.identity is None:
@@ -653,6 +666,7 @@ def reference_norms(scorer: GradNormScorer, ids: Sequence[Sequence[int]],
         for b, q in enumerate(batch):
             t_ids[b, :len(q)] = torch.from_numpy(q.astype(np.int64))
             mask[b, :len(q)] = 1
+        t_ids, mask = t_ids.to(scorer.device), mask.to(scorer.device)
         with torch.enable_grad():
             logits = scorer.model(input_ids=t_ids, attention_mask=mask).logits
             losses = sample_losses(logits, t_ids, mask)

@@ -61,6 +61,7 @@ class FeatureSettings:
     seed: int = 0
     sort_by_length: bool = True
     share_prefix: bool = True
+    device: str = "cpu"
 
 
 def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None = None,
@@ -92,7 +93,7 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
                                   batch_size=s.encoder_batch_size,
                                   max_seq_length=s.encoder_max_length,
                                   dtype=s.encoder_dtype,
-                                  cache_dir=cache, progress=progress)
+                                  cache_dir=cache, progress=progress, device=s.device)
         seconds[f"embed_{split}"] = time.perf_counter() - t0
         say(f"{split}: {embs[split].shape[0]} embeddings of width {embs[split].shape[1]} "
             f"({seconds[f'embed_{split}']:.1f} s)")
@@ -101,7 +102,7 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
     lora = LoraSettings(r=s.lora_r, alpha=s.lora_alpha, targets=tuple(s.lora_targets),
                         seed=s.seed)
     model, tokenizer, identity = load_scoring_model(s.model, s.adapter, lora=lora,
-                                                    dtype=s.dtype)
+                                                    dtype=s.dtype, device=s.device)
     scorer = GradNormScorer(model, tokenizer, block=s.block, batch_size=s.batch_size,
                             max_length=s.max_length, sort_by_length=s.sort_by_length,
                             share_prefix=s.share_prefix, identity=identity)
@@ -145,6 +146,7 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
             "sort_by_length": s.sort_by_length,
             "shared_prefix_tokens": scorer.shared_prefix_length(ids),
             "route": "direct" if scorer.fast else "model forward",
+            "device": str(scorer.device),
             "tokens": {"mean": round(float(lengths.mean()), 2), "max": int(lengths.max()),
                        "at_max_length": int((lengths >= s.max_length).sum())},
             "stats": {"min": float(norms.min()), "median": float(np.median(norms)),
