@@ -150,8 +150,10 @@ def test_methods_lists_goracs_and_baselines(capsys):
         assert f"\n{name} " in "\n" + listed
 
 
-def _prepared_folder(tmp: Path, task: str, n_train: int = 80, n_valid: int = 20) -> Path:
-    """A folder laid out as `goracs prepare` + `goracs features` leave it (arrays synthetic)."""
+def _prepared_folder(tmp: Path, task: str, n_train: int = 80, n_valid: int = 20,
+                     scores: bool = False) -> Path:
+    """A folder laid out as `goracs prepare` + `goracs features` leave it (arrays synthetic);
+    with ``scores``, EL2N and influence too, as `goracs features` writes them by default."""
     rng = np.random.default_rng(5)
     d = tmp / f"prep-{task}"
     (d / "features").mkdir(parents=True)
@@ -167,6 +169,10 @@ def _prepared_folder(tmp: Path, task: str, n_train: int = 80, n_valid: int = 20)
     if task == "ctr":
         np.save(d / "features" / "train_labels.npy", (np.arange(n_train) % 2 == 0).astype(int))
         np.save(d / "features" / "valid_labels.npy", (np.arange(n_valid) < 15).astype(int))
+    if scores:
+        np.save(d / "features" / "el2n.npy", rng.uniform(0, 1.4, n_train).astype(np.float32))
+        np.save(d / "features" / "influence.npy",
+                rng.normal(1e-4, 1e-5, n_train).astype(np.float32))
     (d / "features" / "features.json").write_text("{}")
     return d
 
@@ -194,3 +200,38 @@ def test_select_from_a_folder_without_features_fails_cleanly(tmp_path):
                      str(tmp_path / "sel")])
     assert proc.returncode == 2 and "run `goracs features" in proc.stderr
     assert not (tmp_path / "sel").exists()
+
+
+def test_select_from_a_folder_picks_up_its_scores(tmp_path):
+    d = _prepared_folder(tmp_path, "seqrec", scores=True)
+    el2n = np.load(d / "features" / "el2n.npy")
+    top = sorted(np.argsort(-el2n, kind="stable")[:8].tolist())
+    out = tmp_path / "el2n"
+    assert main(["select", "--data", str(d), "--budget", "8", "--method", "el2n",
+                 "--out", str(out)]) == 0
+    sel = json.loads((out / "selection.json").read_text())
+    assert sel["indices"] == top
+    assert sel["inputs"]["scores"] == {"el2n": str(d / "features" / "el2n.npy"),
+                                       "influence": str(d / "features" / "influence.npy")}
+    out = tmp_path / "dealrec"
+    assert main(["select", "--data", str(d), "--budget", "8", "--method", "dealrec",
+                 "--param", "n_groups=5", "--out", str(out)]) == 0
+    sel = json.loads((out / "selection.json").read_text())
+    assert sel["method"] == "dealrec" and len(sel["indices"]) == 8
+    # A score the user names explicitly wins over the folder's.
+    mine = tmp_path / "mine.npy"
+    np.save(mine, np.arange(80, dtype=np.float32))
+    out = tmp_path / "mine"
+    assert main(["select", "--data", str(d), "--budget", "8", "--method", "el2n",
+                 "--score", f"el2n={mine}", "--out", str(out)]) == 0
+    sel = json.loads((out / "selection.json").read_text())
+    assert sel["indices"] == list(range(72, 80))
+    assert sel["inputs"]["scores"]["el2n"] == str(mine)
+
+
+def test_select_el2n_from_a_folder_without_scores_fails_cleanly(tmp_path):
+    d = _prepared_folder(tmp_path, "ctr")
+    proc = _run_cli(["select", "--data", str(d), "--budget", "8", "--method", "el2n",
+                     "--out", str(tmp_path / "sel")])
+    assert proc.returncode == 2 and "per-sample score 'el2n'" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and not (tmp_path / "sel").exists()

@@ -30,6 +30,13 @@ def test_features_of_a_seqrec_folder(tmp_path, capsys):
     assert train_emb.shape == (5, 384) and valid_emb.shape == (3, 384)
     assert train_emb.dtype == valid_emb.dtype == norms.dtype == np.float32
     assert norms.shape == (5,) and np.all(norms > 0)
+    el2n = np.load(f / "el2n.npy")
+    influence = np.load(f / "influence.npy")
+    assert el2n.dtype == influence.dtype == np.float32
+    assert el2n.shape == influence.shape == (5,)
+    # An error norm of a distribution against a one-hot target lies in [0, sqrt(2)].
+    assert np.all((el2n > 0) & (el2n < np.sqrt(2)))
+    assert np.all(np.isfinite(influence)) and len(set(influence.tolist())) == 5
     assert not (f / "train_labels.npy").exists()
     manifest = json.loads((f / "features.json").read_text())
     assert manifest["task"] == "seqrec" and manifest["n_train"] == 5
@@ -38,6 +45,14 @@ def test_features_of_a_seqrec_folder(tmp_path, capsys):
     assert manifest["grad_norms"]["lora"] == {"r": 8, "alpha": 16,
                                               "targets": ["q_proj", "v_proj"], "seed": 0}
     assert manifest["grad_norms"]["shared_prefix_tokens"] > 0
+    assert manifest["files"]["el2n"] == "el2n.npy"
+    assert manifest["files"]["influence"] == "influence.npy"
+    assert manifest["el2n"]["stats"]["max"] == pytest.approx(float(el2n.max()))
+    assert manifest["el2n"]["response_tokens"]["min"] >= 2  # a quoted title, then EOS
+    assert manifest["influence"]["hessian"] == "identity"
+    assert manifest["influence"]["gradient"] == manifest["grad_norms"]["block"]
+    assert manifest["influence"]["stats"]["median"] == pytest.approx(
+        float(np.median(influence)))
     assert set(manifest["seconds"]) == {"embed_train", "embed_valid", "load_model",
                                         "grad_norms", "total"}
     assert "5 train, 3 valid" in out
@@ -50,14 +65,35 @@ def test_features_of_a_seqrec_folder(tmp_path, capsys):
     assert json.loads((f / "features.json").read_text())["seconds"]["grad_norms"] < \
         manifest["seconds"]["grad_norms"]
 
+    # The importance baselines find their scores in the folder.
+    for method in ("el2n", "dealrec"):
+        code, _, err = run(["select", "--data", str(d), "--budget", "2", "--method", method,
+                            "--out", str(tmp_path / method)], capsys)
+        assert code == 0, err
+        sel = json.loads((tmp_path / method / "selection.json").read_text())
+        assert len(sel["indices"]) == 2
+        assert sel["inputs"]["scores"] == {"el2n": str(f / "el2n.npy"),
+                                           "influence": str(f / "influence.npy")}
+    top = sorted(np.argsort(-el2n, kind="stable")[:2].tolist())
+    assert json.loads((tmp_path / "el2n" / "selection.json").read_text())["indices"] == top
+
 
 @pytest.mark.slow
 def test_features_of_a_ctr_folder_include_labels(tmp_path, capsys):
     d = write_prepared(tmp_path / "ctr", "ctr", n_train=4, n_valid=3)
-    code, _, err = run(["features", str(d), "--quiet", "--batch-size", "4", "--lora-r", "4",
-                        "--lora-targets", "v_proj"], capsys)
-    assert code == 0, err
     f = d / "features"
+    f.mkdir()
+    np.save(f / "el2n.npy", np.ones(4, dtype=np.float32))  # left by an earlier run
+    # A max-length that the prompt alone fills leaves EL2N nothing to measure.
+    code, _, err = run(["features", str(d), "--quiet", "--max-length", "30"], capsys)
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("goracs: error: ") and "Traceback" not in err
+    assert "train.json: record 0 keeps no response token within --max-length 30" in last
+    assert not (f / "features.json").exists()
+    code, _, err = run(["features", str(d), "--quiet", "--batch-size", "4", "--lora-r", "4",
+                        "--lora-targets", "v_proj", "--no-scores"], capsys)
+    assert code == 0, err
+    assert not (f / "el2n.npy").exists() and not (f / "influence.npy").exists()
     assert np.load(f / "train_labels.npy").tolist() == [0, 1, 1, 0]
     assert np.load(f / "valid_labels.npy").tolist() == [1, 1, 0]
     manifest = json.loads((f / "features.json").read_text())
@@ -65,6 +101,7 @@ def test_features_of_a_ctr_folder_include_labels(tmp_path, capsys):
     assert manifest["labels"] == {"train": {"positive": 2, "negative": 2},
                                   "valid": {"positive": 2, "negative": 1}}
     assert manifest["grad_norms"]["lora"]["targets"] == ["v_proj"]
+    assert "el2n" not in manifest["files"] and "influence" not in manifest
 
 
 def corrupt(d, name, content):

@@ -135,24 +135,24 @@ def test_interrupted_run_resumes_from_shards(scoring_model, texts, tmp_path, mon
     whole = GradNormScorer(model, tok, batch_size=2).norms_from_ids(ids, progress=False)
 
     scorer = GradNormScorer(model, tok, batch_size=2, shard_batches=1, identity=identity)
-    real = scorer.batch_norms
+    real = scorer.batch_scores
     calls = []
 
-    def failing(seqs):
+    def failing(seqs, starts=None):
         calls.append(len(seqs))
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(seqs)
+        return real(seqs, starts)
 
-    monkeypatch.setattr(scorer, "batch_norms", failing)
+    monkeypatch.setattr(scorer, "batch_scores", failing)
     with pytest.raises(KeyboardInterrupt):
         scorer.norms_from_ids(ids, cache_dir=tmp_path, progress=False)
     shards = sorted(p.name for p in tmp_path.glob("gradnorms-*.parts/*.npy"))
     assert shards == ["shard-00000.npy", "shard-00001.npy"]
 
     calls.clear()
-    monkeypatch.setattr(scorer, "batch_norms", lambda seqs: (calls.append(len(seqs)),
-                                                             real(seqs))[1])
+    monkeypatch.setattr(scorer, "batch_scores", lambda seqs, starts=None: (
+        calls.append(len(seqs)), real(seqs, starts))[1])
     resumed = scorer.norms_from_ids(ids, cache_dir=tmp_path, progress=False)
     assert calls == [2]  # only the third shard was computed
     assert resumed.tobytes() == whole.tobytes()

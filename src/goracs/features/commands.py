@@ -12,9 +12,10 @@ from goracs.models import PACKAGED_ENCODER, PACKAGED_LLM
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "features",
-        help="embeddings and gradient norms of a prepared data folder",
-        description="Embed the train and valid samples of DIR and measure the gradient norm "
-                    "of every training sample; writes DIR/features/.",
+        help="embeddings, gradient norms and importance scores of a prepared data folder",
+        description="Embed the train and valid samples of DIR and measure the gradient norm, "
+                    "EL2N and influence score of every training sample; writes "
+                    "DIR/features/.",
     )
     p.add_argument("data_dir", metavar="DIR", help="prepared folder (train.json, valid.json, "
                    "meta.json)")
@@ -53,6 +54,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="batch samples in file order instead of by length")
     g.add_argument("--no-share-prefix", action="store_true",
                    help="do not run the prefix all samples share once")
+    g.add_argument("--no-scores", action="store_true",
+                   help="skip EL2N and influence (el2n.npy, influence.npy), which come from "
+                        "the same pass but keep each sample's block gradient on disk until "
+                        "the pass ends (6 KB a sample for the default block)")
     p.add_argument("--device", default="cpu", metavar="DEV",
                    help="cpu (default), cuda[:N] or auto (a GPU when there is one); results "
                         "agree with the CPU's to float rounding and share its cache")
@@ -85,6 +90,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         block=args.block, batch_size=args.batch_size, max_length=args.max_length,
         dtype=args.dtype, seed=args.seed, sort_by_length=not args.no_sort,
         share_prefix=not args.no_share_prefix, device=args.device,
+        scores=not args.no_scores,
     )
     if args.quiet:
         from transformers.utils import logging as hf_logging

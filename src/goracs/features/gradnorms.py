@@ -26,6 +26,20 @@ also closer to float64 than autograd through a float32 log-softmax (measured: 1e
 on a short input when the scorer is built; a model that does not pass (an unusual head,
 logit soft-capping) is scored through its plain forward pass instead, with the same
 one-backward-per-batch gradients but no prefix sharing.
+
+Two more per-sample scores come out of the same pass when the response boundaries are given
+(:meth:`GradNormScorer.scores_from_ids`), for the importance baselines:
+
+* **EL2N** (Paul et al., NeurIPS 2021) adapted to a causal LM: the mean, over the sample's
+  response tokens (everything after ``### Response:``, end-of-sequence included, as far as
+  ``max_length`` keeps them), of ||softmax(z_t) - onehot(y_t)||_2, with z_t the logits that
+  predict response token y_t under the scoring model. The direct route reads it off the
+  exp(z - max) rows it forms anyway for the gradient; the plain route from the model's logits.
+* **Influence** (DEALRec, Lin et al., SIGIR 2024): the first-order growth of the empirical
+  risk when sample s is removed, I(s) = (1/N) gbar^T H^{-1} g_s, with the scoring LLM as its
+  own surrogate, g_s the block gradient whose norm is the gradient norm, gbar the mean of g_s
+  over the pool and H taken as the identity. Each g_s is kept (float32) in the cache shards,
+  so one pass over the pool suffices and an interrupted run resumes; I = G gbar / N at the end.
 """
 
 from __future__ import annotations
@@ -53,6 +67,21 @@ DTYPES = ("fp32", "bf16")
 MIN_SHARED_TOKENS = 4
 # Rows of the output head handled at once: bounds the (rows x vocabulary) logits buffer.
 HEAD_CHUNK = 1024
+# Version of the cached arrays' layout and definitions; part of every cache key.
+CACHE_VERSION = 2
+
+
+@dataclass(frozen=True)
+class SampleScores:
+    """Per-sample scores of a pool, one float32 entry per sample.
+
+    ``grad_norms`` always; ``el2n`` and ``influence`` when the response boundaries were given
+    (see the module docstring for their definitions), else None.
+    """
+
+    grad_norms: np.ndarray
+    el2n: np.ndarray | None = None
+    influence: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +182,39 @@ def load_scoring_model(
 
 def _as_ids(seq: Sequence[int]) -> np.ndarray:
     return np.asarray(seq, dtype=np.int32).reshape(-1)
+
+
+def response_start(ids: Sequence[int], prompt_ids: Sequence[int]) -> int:
+    """Position of the first response token in a sample's token ids.
+
+    ``prompt_ids`` is the tokenization of the prompt alone (the rendering without the answer,
+    same special tokens). The boundary is the length of the two sequences' common prefix, so
+    a tokenizer that merges the prompt's last characters with the answer's first ones puts the
+    merged token in the response (as the fine-tuning labels do). A value of ``len(ids)`` means
+    that ``max_length`` cut the whole response off.
+    """
+    a = np.asarray(ids, dtype=np.int64)
+    b = np.asarray(prompt_ids, dtype=np.int64)
+    m = min(a.shape[0], b.shape[0])
+    diff = np.flatnonzero(a[:m] != b[:m])
+    return int(diff[0]) if diff.size else m
+
+
+def _error_norms(e: Any, targets: Any) -> Any:
+    """||softmax(z) - onehot(y)||_2 of each row, from e = exp(z - max z) (float64 result).
+
+    Written as sqrt(sum_{k != y} p_k^2 + (1 - p_y)^2) with 1 - p_y = sum_{k != y} e_k / sum e:
+    every term is non-negative, so a confident right answer (p_y near 1) loses no digits to
+    the cancellation that sum p^2 - 2 p_y + 1 suffers.
+    """
+    import torch
+
+    e = e.double()  # a copy: the caller's buffer stays intact
+    rows = torch.arange(e.shape[0], device=e.device)
+    e_y = e[rows, targets].clone()
+    e[rows, targets] = 0
+    rest = e.sum(dim=1)
+    return torch.sqrt((e * e).sum(dim=1) + rest * rest) / (rest + e_y)
 
 
 def _ids_digest(ids: Sequence[Sequence[int]]) -> str:
@@ -400,18 +462,26 @@ class GradNormScorer:
         a = inp.float() * m
         return torch.einsum("bto,bti->boi", g, a).double()
 
-    def _head_backward(self, hidden: Any, rows: Any, targets: Any, weights: Any) -> Any:
+    def _head_backward(self, hidden: Any, rows: Any, targets: Any, weights: Any,
+                       scored: Any = None) -> tuple[Any, Any]:
         """Gradient of sum_r weights[r] * CE(targets[r] | hidden[rows[r]]) with respect to the
-        final hidden states, computed chunk by chunk without keeping the full logits."""
+        final hidden states, computed chunk by chunk without keeping the full logits; and,
+        for the rows where the boolean ``scored`` is true, their error norms (float64, NaN
+        elsewhere; None without ``scored``)."""
         import torch
 
         head_w = self.head.weight
         bias = self.head.bias
         flat = hidden.reshape(-1, hidden.shape[-1])
         grad = torch.zeros_like(flat)
+        errors = None
+        if scored is not None:
+            errors = torch.full((rows.shape[0],), float("nan"), dtype=torch.float64,
+                                device=flat.device)
         with torch.no_grad():
             for s in range(0, rows.shape[0], HEAD_CHUNK):
                 r = rows[s:s + HEAD_CHUNK]
+                t = targets[s:s + HEAD_CHUNK]
                 w = weights[s:s + HEAD_CHUNK].float()
                 z = flat[r] @ head_w.T
                 if bias is not None:
@@ -423,23 +493,30 @@ class GradNormScorer:
                 # normaliser and the sample weight scale the (rows x hidden) product instead
                 # of the (rows x vocabulary) matrix.
                 z.sub_(z.amax(dim=1, keepdim=True)).exp_()
+                if errors is not None:
+                    # EL2N needs the same e rows, before the target is subtracted; only the
+                    # response rows are read, so the prompt rows cost nothing extra.
+                    pick = torch.nonzero(scored[s:s + HEAD_CHUNK]).squeeze(1)
+                    if pick.numel():
+                        errors[s + pick] = _error_norms(z[pick], t[pick])
                 total = z.sum(dim=1)
-                z[torch.arange(r.shape[0], device=z.device), targets[s:s + HEAD_CHUNK]] -= total
+                z[torch.arange(r.shape[0], device=z.device), t] -= total
                 g = (z.to(head_w.dtype) @ head_w).float() * (w / total).unsqueeze(1)
                 grad[r] = g.to(grad.dtype)
-        return grad.reshape(hidden.shape)
+        return grad.reshape(hidden.shape), errors
 
-    def _grads_fast(self, seqs: list[np.ndarray], start: int, prefix: dict[str, Any] | None
-                    ) -> Any:
+    def _grads_fast(self, seqs: list[np.ndarray], start: int, prefix: dict[str, Any] | None,
+                    starts: np.ndarray | None = None) -> tuple[Any, np.ndarray | None]:
         """Per-sample gradients (B, ...) of the losses of the tokens after position ``start``
-        (the positions before it are the shared prefix, or none)."""
+        (the positions before it are the shared prefix, or none); with the response starts
+        ``starts``, each sample's EL2N too (float64, else None)."""
         import torch
 
         lens = [len(s) for s in seqs]
         batch, width = len(seqs), max(lens)
         ids = torch.full((batch, width - start), self.pad_id, dtype=torch.long)
         mask = torch.zeros((batch, width), dtype=torch.long)
-        rows, targets, weights = [], [], []
+        rows, targets, weights, scored = [], [], [], []
         for b, s in enumerate(seqs):
             ids[b, :lens[b] - start] = torch.from_numpy(s[start:].astype(np.int64))
             mask[b, :lens[b]] = 1
@@ -447,19 +524,39 @@ class GradNormScorer:
             rows.append(b * width + t)
             targets.append(np.asarray(s[start + 1:], dtype=np.int64))
             weights.append(np.full(len(t), 1.0 / (lens[b] - 1)))
+            if starts is not None:
+                # Row t predicts token t + 1: the response rows start one before it.
+                scored.append(t >= starts[b] - 1)
         dev = self.device
         ids, mask = ids.to(dev), mask.to(dev)
         rows_t = torch.from_numpy(np.concatenate(rows)).to(dev)
         targets_t = torch.from_numpy(np.concatenate(targets)).to(dev)
         weights_t = torch.from_numpy(np.concatenate(weights)).float().to(dev)
+        scored_t = None if starts is None else torch.from_numpy(np.concatenate(scored)).to(dev)
         with self._capture() as seen, torch.enable_grad():
             hidden = self._hidden(ids, mask, prefix)
-            dh = self._head_backward(hidden.detach(), rows_t, targets_t, weights_t)
+            dh, errors = self._head_backward(hidden.detach(), rows_t, targets_t, weights_t,
+                                             scored_t)
             (gout,) = torch.autograd.grad(hidden, seen["out"], grad_outputs=dh)
-        return self._per_sample_grads(seen["inp"], gout, mask)
+        grads = self._per_sample_grads(seen["inp"], gout, mask)
+        if starts is None:
+            return grads, None
+        err = errors.cpu().numpy()
+        el2n = np.empty(batch, dtype=np.float64)
+        pos = 0
+        for b in range(batch):
+            k = lens[b] - 1 - start
+            total = float(err[pos:pos + k][scored[b]].sum())
+            pos += k
+            first = int(starts[b]) - 1
+            if first < start:  # response rows inside the shared prefix (a tiny pool)
+                total += float(prefix["errors"][first:start].sum())
+            el2n[b] = total / (lens[b] - starts[b])
+        return grads, el2n
 
-    def _grads_plain(self, seqs: list[np.ndarray]) -> Any:
-        """The same per-sample gradients through the model's own forward pass."""
+    def _grads_plain(self, seqs: list[np.ndarray], starts: np.ndarray | None = None
+                     ) -> tuple[Any, np.ndarray | None]:
+        """The same per-sample gradients (and EL2N) through the model's own forward pass."""
         import torch
 
         lens = [len(s) for s in seqs]
@@ -474,11 +571,26 @@ class GradNormScorer:
             logits = self.model(input_ids=ids, attention_mask=mask).logits
             loss = sample_losses(logits, ids, mask).sum()
             (gout,) = torch.autograd.grad(loss, seen["out"])
-        return self._per_sample_grads(seen["inp"], gout, mask)
+        grads = self._per_sample_grads(seen["inp"], gout, mask)
+        if starts is None:
+            return grads, None
+        owner = np.concatenate([np.full(lens[b] - starts[b], b) for b in range(batch)])
+        pos = np.concatenate([np.arange(starts[b] - 1, lens[b] - 1) for b in range(batch)])
+        bi = torch.from_numpy(owner).to(self.device)
+        ti = torch.from_numpy(pos).to(self.device)
+        with torch.no_grad():
+            z = logits.detach()[bi, ti].double()
+            errors = _error_norms((z - z.amax(dim=1, keepdim=True)).exp(), ids[bi, ti + 1])
+        err = errors.cpu().numpy()
+        bounds = np.concatenate([[0], np.cumsum([lens[b] - starts[b] for b in range(batch)])])
+        el2n = np.array([err[bounds[b]:bounds[b + 1]].sum() / (bounds[b + 1] - bounds[b])
+                         for b in range(batch)], dtype=np.float64)
+        return grads, el2n
 
     def _prepare_prefix(self, ids: Sequence[Sequence[int]]) -> dict[str, Any] | None:
-        """State of the shared prefix: its cache, its hidden states at the block's layer and
-        the gradient G_pre of the summed losses of the tokens inside it."""
+        """State of the shared prefix: its cache, its hidden states at the block's layer, the
+        gradient G_pre of the summed losses of the tokens inside it, and the error norm of
+        each of its rows (for responses that begin inside it)."""
         import torch
 
         start = self.shared_prefix_length(ids)
@@ -494,11 +606,14 @@ class GradNormScorer:
             dev = self.device
             rows = torch.arange(start, device=dev)
             targets = torch.tensor(tokens[1:start + 1], dtype=torch.long, device=dev)
-            dh = self._head_backward(top.detach(), rows, targets, torch.ones(start, device=dev))
+            dh, errors = self._head_backward(top.detach(), rows, targets,
+                                             torch.ones(start, device=dev),
+                                             torch.ones(start, dtype=torch.bool, device=dev))
             (gout,) = torch.autograd.grad(top, seen["out"], grad_outputs=dh)
         g_pre = self._per_sample_grads(seen["inp"], gout,
                                        torch.ones((1, start), device=dev))[0]
-        return {"start": start, "tokens": tokens, "hidden": hidden, "kv": kv, "g_pre": g_pre}
+        return {"start": start, "tokens": tokens, "hidden": hidden, "kv": kv, "g_pre": g_pre,
+                "errors": errors.cpu().numpy()}
 
     # ---- public -------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
@@ -510,9 +625,34 @@ class GradNormScorer:
             out.extend(np.asarray(x, dtype=np.int32) for x in part)
         return out
 
+    def response_starts(self, prompts: Sequence[str], ids: Sequence[Sequence[int]]
+                        ) -> np.ndarray:
+        """Where each sample's response begins (see :func:`response_start`).
+
+        Parameters
+        ----------
+        prompts : sequence of str
+            Each sample's rendering without its answer
+            (``goracs.features.samples.render_prompt(record, with_response=False)``).
+        ids : sequence of int sequences
+            The same samples' token ids, from :meth:`tokenize` of the full renderings.
+
+        Returns
+        -------
+        (N,) int64 array; an entry equal to ``len(ids[i])`` marks a response cut off whole.
+        """
+        if len(prompts) != len(ids):
+            raise GoracsError(f"{len(prompts)} prompts for {len(ids)} samples")
+        out = np.empty(len(ids), dtype=np.int64)
+        for s in range(0, len(prompts), 4096):
+            part = self.tokenizer(list(prompts[s:s + 4096]), add_special_tokens=True)
+            for k, p in enumerate(part["input_ids"]):
+                out[s + k] = response_start(ids[s + k], p)
+        return out
+
     def prepare(self, ids: Sequence[Sequence[int]]) -> None:
         """Set up the work shared by a set of samples (their common prefix); every later
-        :meth:`batch_norms` call must take samples of this set."""
+        :meth:`batch_scores` call must take samples of this set."""
         self._activate()
         self._prefix = self._prepare_prefix(ids)
 
@@ -523,37 +663,67 @@ class GradNormScorer:
             return np.arange(n)
         return np.lexsort((np.arange(n), np.array([len(s) for s in ids], dtype=np.int64)))
 
-    def batch_norms(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
-        """Gradient norms (float64) of one batch of samples of the prepared set."""
+    def batch_scores(self, seqs: Sequence[Sequence[int]],
+                     starts: Sequence[int] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Scores of one batch of samples of the prepared set.
+
+        Parameters
+        ----------
+        seqs : sequence of int sequences
+            Token ids.
+        starts : sequence of int, optional
+            Each sample's response start (:meth:`response_starts`), at least 1 and below
+            its length.
+
+        Returns
+        -------
+        (norms, el2n, grads)
+            Gradient norms (B,) float64; with ``starts``, EL2N (B,) float64 and the block
+            gradients (B, P) float32, flattened; else None for both.
+        """
         import torch
 
         seqs = [_as_ids(s) for s in seqs]
+        st = None if starts is None else np.asarray(starts, dtype=np.int64)
         self._activate()
         prefix = self._prefix
         if not self.fast:
-            return self._grads_plain(seqs).flatten(1).norm(dim=1).cpu().numpy()
-        if prefix is None:
-            return self._grads_fast(seqs, 0, None).flatten(1).norm(dim=1).cpu().numpy()
-        head = prefix["tokens"]
-        if any(not np.array_equal(s[:len(head)], head) for s in seqs):
-            raise GoracsError("batch_norms got a sample outside the prepared set (its start "
-                              "differs from the shared prefix); call prepare() first")
-        grads = self._grads_fast(seqs, prefix["start"], prefix)
-        inv = torch.tensor([1.0 / (len(s) - 1) for s in seqs], dtype=torch.float64,
-                           device=self.device)
-        grads = grads + inv.view(-1, *([1] * (grads.dim() - 1))) * prefix["g_pre"]
-        return grads.flatten(1).norm(dim=1).cpu().numpy()
+            grads, el2n = self._grads_plain(seqs, st)
+        elif prefix is None:
+            grads, el2n = self._grads_fast(seqs, 0, None, st)
+        else:
+            head = prefix["tokens"]
+            if any(not np.array_equal(s[:len(head)], head) for s in seqs):
+                raise GoracsError("a batch holds a sample outside the prepared set (its start "
+                                  "differs from the shared prefix); call prepare() first")
+            grads, el2n = self._grads_fast(seqs, prefix["start"], prefix, st)
+            inv = torch.tensor([1.0 / (len(s) - 1) for s in seqs], dtype=torch.float64,
+                               device=self.device)
+            grads = grads + inv.view(-1, *([1] * (grads.dim() - 1))) * prefix["g_pre"]
+        flat = grads.flatten(1)
+        norms = flat.norm(dim=1).cpu().numpy()
+        if st is None:
+            return norms, None, None
+        return norms, el2n, flat.float().cpu().numpy()
 
-    def cache_key(self, ids: Sequence[Sequence[int]]) -> str:
+    def batch_norms(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
+        """Gradient norms (float64) of one batch of samples of the prepared set."""
+        return self.batch_scores(seqs)[0]
+
+    def cache_key(self, ids: Sequence[Sequence[int]],
+                  starts: Sequence[int] | None = None) -> str:
+        """Content key of the results for ``ids`` (and response starts, when scored)."""
         if self.identity is None:
             raise GoracsError("caching gradient norms needs the model identity "
                               "(load the model with load_scoring_model)")
         return content_key({
-            "kind": "grad_norms", "ids": _ids_digest(ids), "model": self.identity,
-            "block": self.block_name, "batch_size": self.batch_size,
+            "kind": "grad_norms", "version": CACHE_VERSION, "ids": _ids_digest(ids),
+            "model": self.identity, "block": self.block_name, "batch_size": self.batch_size,
             "sort_by_length": self.sort_by_length,
             "share_prefix": bool(self.share_prefix and self.fast and self.layer_index),
             "fast": self.fast,
+            "response_starts": None if starts is None else _ids_digest([list(starts)]),
         })
 
     def norms(self, texts: Sequence[str], cache_dir: str | os.PathLike | None = None,
@@ -564,11 +734,31 @@ class GradNormScorer:
     def norms_from_ids(self, ids: Sequence[Sequence[int]],
                        cache_dir: str | os.PathLike | None = None,
                        progress: bool = True) -> np.ndarray:
-        """Gradient norms for token id sequences (each at least 2 tokens long).
+        """Gradient norms for token id sequences (each at least 2 tokens long); see
+        :meth:`scores_from_ids`."""
+        return self.scores_from_ids(ids, None, cache_dir=cache_dir,
+                                    progress=progress).grad_norms
 
-        With ``cache_dir``, finished shards are saved as they complete and found again on the
-        next call with the same inputs, so an interrupted run resumes where it stopped; the
-        final array is saved too and the shards removed.
+    def scores_from_ids(self, ids: Sequence[Sequence[int]],
+                        response_starts: Sequence[int] | None = None,
+                        cache_dir: str | os.PathLike | None = None,
+                        progress: bool = True) -> SampleScores:
+        """Gradient norms, and with ``response_starts`` EL2N and influence, in one pass.
+
+        Parameters
+        ----------
+        ids : sequence of int sequences
+            Token ids of the pool, each at least 2 tokens long.
+        response_starts : sequence of int, optional
+            From :meth:`response_starts`; every sample must keep at least one response token.
+        cache_dir : path, optional
+            Finished shards (norms, EL2N and the float32 block gradients) are saved as they
+            complete and found again on the next call with the same inputs, so an interrupted
+            run resumes where it stopped; the final arrays are saved too and the shards
+            removed. The gradient shards take 4 * P bytes a sample (P: the block's size,
+            1,536 for the default block of SmolLM2) until then.
+        progress : bool
+            A tqdm bar on stderr.
         """
         from tqdm import tqdm
 
@@ -578,21 +768,47 @@ class GradNormScorer:
         short = [i for i, s in enumerate(seqs) if len(s) < 2]
         if short:
             raise GoracsError(f"sample {short[0]} has fewer than 2 tokens: nothing to predict")
+        n = len(seqs)
+        starts = None
+        if response_starts is not None:
+            starts = np.asarray(response_starts, dtype=np.int64).reshape(-1)
+            if starts.shape[0] != n:
+                raise GoracsError(f"{starts.shape[0]} response starts for {n} samples")
+            for i, (s, q) in enumerate(zip(starts, seqs, strict=True)):
+                if s >= len(q):
+                    raise GoracsError(
+                        f"sample {i}: max-length {self.max_length} leaves no response token "
+                        f"(the prompt takes {s} of its {len(q)} tokens); raise --max-length "
+                        "or skip EL2N and influence with --no-scores")
+                if s < 1:
+                    raise GoracsError(f"sample {i}: a response cannot start at token {s}")
+        names = ["gradnorms"] + ([] if starts is None else ["el2n", "influence"])
         final = parts = None
         if cache_dir is not None:
-            key = self.cache_key(seqs)
-            final = Path(cache_dir) / f"gradnorms-{key}.npy"
+            key = self.cache_key(seqs, starts)
+            final = {k: Path(cache_dir) / f"{k}-{key}.npy" for k in names}
             parts = Path(cache_dir) / f"gradnorms-{key}.parts"
-            if final.is_file():
-                return np.load(final, allow_pickle=False)
-        n = len(seqs)
+            if all(f.is_file() for f in final.values()):
+                got = {k: np.load(f, allow_pickle=False) for k, f in final.items()}
+                return SampleScores(got["gradnorms"], got.get("el2n"), got.get("influence"))
         order = self.processing_order(seqs)
         shard = self.batch_size * self.shard_batches
         bounds = list(range(0, n, shard))
-        found = load_parts(parts, "shard", [min(shard, n - s) for s in bounds], ndim=1)
+        sizes = [min(shard, n - s) for s in bounds]
+        found = load_parts(parts, "shard", sizes, ndim=1)
+        errs: list[np.ndarray | None] = [None] * len(sizes)
+        # Gradient shards stay on disk when there is a cache (they can be large) and are
+        # read back one at a time for the influence pass.
+        grads: list[np.ndarray | Path | None] = [None] * len(sizes)
+        if starts is not None:
+            errs = load_parts(parts, "el2n", sizes, ndim=1)
+            grads = _grad_parts(parts, sizes)
+            found = [f if e is not None and g is not None else None
+                     for f, e, g in zip(found, errs, grads, strict=True)]
         done = sum(a.shape[0] for a in found if a is not None)
-        bar = tqdm(total=n, initial=done, desc="gradient norms", unit="sample",
-                   disable=not progress, file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(total=n, initial=done, desc="gradient scores" if starts is not None
+                   else "gradient norms", unit="sample", disable=not progress,
+                   file=sys.stderr, dynamic_ncols=True)
         with bar:
             if done < n:
                 self.prepare(seqs)
@@ -600,22 +816,37 @@ class GradNormScorer:
                 if found[k] is not None:
                     continue
                 idx = order[s:s + shard]
-                out = []
+                out: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []
                 for b in range(0, len(idx), self.batch_size):
-                    batch = [seqs[i] for i in idx[b:b + self.batch_size]]
-                    out.append(self.batch_norms(batch))
-                    bar.update(len(batch))
-                found[k] = np.concatenate(out)
+                    part = idx[b:b + self.batch_size]
+                    out.append(self.batch_scores([seqs[i] for i in part],
+                                                 None if starts is None else starts[part]))
+                    bar.update(len(part))
+                norms_k = np.concatenate([o[0] for o in out])
+                if starts is not None:
+                    errs[k] = np.concatenate([o[1] for o in out])
+                    grads[k] = np.concatenate([o[2] for o in out])
                 if parts is not None:
-                    atomic_save_npy(parts / f"shard-{k:05d}.npy", found[k])
-        result = np.empty(n, dtype=np.float32)
-        result[order] = np.concatenate(found).astype(np.float32)
-        if not np.isfinite(result).all():
-            raise GoracsError("gradient norms contain NaN or inf (try --dtype fp32)")
+                    # The norms shard goes last: its presence marks the shard complete.
+                    if starts is not None:
+                        atomic_save_npy(parts / f"grad-{k:05d}.npy", grads[k])
+                        atomic_save_npy(parts / f"el2n-{k:05d}.npy", errs[k])
+                        grads[k] = parts / f"grad-{k:05d}.npy"
+                    atomic_save_npy(parts / f"shard-{k:05d}.npy", norms_k)
+                found[k] = norms_k
+        results = {"gradnorms": _unsort(found, order)}
+        if starts is not None:
+            results["el2n"] = _unsort(errs, order)
+            results["influence"] = _unsort(_influence(grads, n), order)
+        for name, arr in results.items():
+            if not np.isfinite(arr).all():
+                raise GoracsError(f"{_LABELS[name]} contain NaN or inf (try --dtype fp32)")
         if final is not None:
-            atomic_save_npy(final, result)
+            for name, arr in results.items():
+                atomic_save_npy(final[name], arr)
             shutil.rmtree(parts, ignore_errors=True)
-        return result
+        return SampleScores(results["gradnorms"], results.get("el2n"),
+                            results.get("influence"))
 
     def shared_prefix_length(self, ids: Sequence[Sequence[int]]) -> int:
         """How many leading tokens of ``ids`` run once for the whole set (0: none).
@@ -633,6 +864,52 @@ class GradNormScorer:
                 common = int(diff[0])
         start = common - 1
         return start if start >= MIN_SHARED_TOKENS else 0
+
+
+_LABELS = {"gradnorms": "gradient norms", "el2n": "EL2N scores",
+           "influence": "influence scores"}
+
+
+def _unsort(pieces: Sequence[np.ndarray], order: np.ndarray) -> np.ndarray:
+    """Per-sample float32 values in pool order, from shards in processing order."""
+    out = np.empty(order.shape[0], dtype=np.float32)
+    out[order] = np.concatenate(pieces).astype(np.float32)
+    return out
+
+
+def _grad_parts(parts: Path | None, sizes: Sequence[int]) -> list[np.ndarray | Path | None]:
+    """The gradient shards an interrupted run left, as paths (memory-mapped to check their
+    shape, never read whole here); None for the missing or malformed ones."""
+    found: list[np.ndarray | Path | None] = [None] * len(sizes)
+    if parts is None:
+        return found
+    for k, size in enumerate(sizes):
+        f = parts / f"grad-{k:05d}.npy"
+        if not f.is_file():
+            continue
+        try:
+            arr = np.load(f, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):
+            continue
+        if arr.ndim == 2 and arr.shape[0] == size:
+            found[k] = f
+    return found
+
+
+def _influence(grads: Sequence[np.ndarray | Path | None], n: int) -> list[np.ndarray]:
+    """I(s) = (1/N) gbar^T g_s for every shard of gradients (H taken as the identity), in
+    float64; shards on disk are read one at a time, twice (for gbar, then the products)."""
+
+    def read(g: np.ndarray | Path | None) -> np.ndarray:
+        assert g is not None  # every shard is complete by now
+        return np.load(g, allow_pickle=False) if isinstance(g, Path) else g
+
+    total: np.ndarray | None = None
+    for g in grads:
+        part = read(g).astype(np.float64).sum(axis=0)
+        total = part if total is None else total + part
+    gbar = total / n
+    return [read(g).astype(np.float64) @ gbar / n for g in grads]
 
 
 def sample_losses(logits: Any, ids: Any, mask: Any) -> Any:

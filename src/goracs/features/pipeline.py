@@ -5,6 +5,9 @@ task), and writes into ``DIR/features/``:
 
 * ``train_emb.npy``, ``valid_emb.npy``: float32 sample embeddings (method.md section 2);
 * ``grad_norms.npy``: float32 gradient norm of every training sample;
+* ``el2n.npy``, ``influence.npy``: float32 EL2N and DEALRec influence score of every training
+  sample, from the same pass as the gradient norms (unless ``scores`` is off; see
+  :mod:`goracs.features.gradnorms` for their definitions);
 * ``train_labels.npy``, ``valid_labels.npy``: int64 Yes(1)/No(0) labels, CTR only;
 * ``features.json``: settings, model paths, sizes and seconds per stage, written last.
 
@@ -32,6 +35,7 @@ from goracs.features.samples import (
     embedding_texts,
     load_records,
     read_task,
+    render_prompt,
     training_texts,
 )
 from goracs.io import atomic_save_npy, atomic_write_json
@@ -62,6 +66,7 @@ class FeatureSettings:
     sort_by_length: bool = True
     share_prefix: bool = True
     device: str = "cpu"
+    scores: bool = True
 
 
 def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None = None,
@@ -109,16 +114,34 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
     seconds["load_model"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     ids = scorer.tokenize(training_texts(train))
-    norms = scorer.norms_from_ids(ids, cache_dir=cache, progress=progress)
+    starts = None
+    if s.scores:
+        starts = scorer.response_starts([render_prompt(r, False) for r in train], ids)
+        cut = np.flatnonzero(starts >= np.array([len(x) for x in ids]))
+        if cut.size:
+            raise GoracsError(f"{d / 'train.json'}: record {int(cut[0])} keeps no response "
+                              f"token within --max-length {s.max_length} ({cut.size} such "
+                              "records); raise --max-length or pass --no-scores")
+    result = scorer.scores_from_ids(ids, starts, cache_dir=cache, progress=progress)
+    norms = result.grad_norms
     seconds["grad_norms"] = time.perf_counter() - t0
     say(f"train: {norms.shape[0]} gradient norms, median {float(np.median(norms)):.4g} "
-        f"({seconds['grad_norms']:.1f} s)")
+        f"({seconds['grad_norms']:.1f} s{', EL2N and influence included' if s.scores else ''})")
 
     files = {"train_emb": "train_emb.npy", "valid_emb": "valid_emb.npy",
              "grad_norms": "grad_norms.npy"}
     atomic_save_npy(out / files["train_emb"], embs["train"])
     atomic_save_npy(out / files["valid_emb"], embs["valid"])
     atomic_save_npy(out / files["grad_norms"], norms)
+    scores = {"el2n": result.el2n, "influence": result.influence}
+    for name, arr in scores.items():
+        if arr is not None:
+            files[name] = f"{name}.npy"
+            atomic_save_npy(out / files[name], arr)
+        else:
+            # Scores left by an earlier run would no longer match these samples' features,
+            # and `goracs select --data` picks up whatever is there.
+            (out / f"{name}.npy").unlink(missing_ok=True)
     for split, arr in labels.items():
         files[f"{split}_labels"] = f"{split}_labels.npy"
         atomic_save_npy(out / files[f"{split}_labels"], arr)
@@ -149,15 +172,39 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
             "device": str(scorer.device),
             "tokens": {"mean": round(float(lengths.mean()), 2), "max": int(lengths.max()),
                        "at_max_length": int((lengths >= s.max_length).sum())},
-            "stats": {"min": float(norms.min()), "median": float(np.median(norms)),
-                      "max": float(norms.max())},
+            "stats": _stats(norms),
         },
         "settings": {k: (list(v) if isinstance(v, tuple) else v)
                      for k, v in asdict(s).items()},
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
+    if starts is not None:
+        n_resp = lengths - starts
+        manifest["el2n"] = {
+            "definition": "mean over the response tokens (after '### Response:', "
+                          "end-of-sequence included, as far as max_length keeps them) of "
+                          "||softmax(logits_t) - onehot(y_t)||_2 under the scoring model "
+                          "(Paul et al. 2021, for a causal LM)",
+            "response_tokens": {"mean": round(float(n_resp.mean()), 2),
+                                "min": int(n_resp.min()), "max": int(n_resp.max())},
+            "stats": _stats(result.el2n),
+        }
+        manifest["influence"] = {
+            "definition": "(1/N) gbar^T H^-1 g_s: first-order growth of the empirical risk "
+                          "when sample s is removed (DEALRec, Lin et al. 2024), with the "
+                          "scoring LLM as surrogate, g_s the gradient of the whole-text loss "
+                          "on the grad_norms block, gbar its mean over the pool",
+            "hessian": "identity",
+            "gradient": scorer.block_name,
+            "gradient_size": int(scorer.param.numel()),
+            "stats": _stats(result.influence),
+        }
     if labels:
         manifest["labels"] = {split: {"positive": int(a.sum()), "negative": int(len(a) - a.sum())}
                               for split, a in labels.items()}
     atomic_write_json(out / "features.json", manifest)
     return manifest
+
+
+def _stats(v: np.ndarray) -> dict[str, float]:
+    return {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}

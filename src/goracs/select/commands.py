@@ -153,10 +153,15 @@ def load_selection_data(args: argparse.Namespace) -> SelectionData:
 # The reference's lambda per task (method.md section 4).
 TASK_LAMBDA = {"seqrec": 0.1, "ctr": 0.5}
 _ARRAY_FLAGS = ("train_emb", "valid_emb", "grad_norms", "train_labels", "valid_labels")
+# Per-sample scores `goracs features` writes, by the name importance baselines read them under
+# (SelectionData.scores): EL2N for `el2n`, influence for `dealrec`.
+_FOLDER_SCORES = ("el2n", "influence")
 
 
 def _use_prepared_folder(args: argparse.Namespace) -> tuple[Path, str]:
-    """Point the array flags at DIR/features/*.npy; returns the folder and its task."""
+    """Point the array flags at DIR/features/*.npy, and add DIR/features/el2n.npy and
+    influence.npy (when there) as scores unless ``--score`` names them already; returns the
+    folder and its task."""
     data_dir = Path(args.data)
     task = read_task(data_dir)
     feats = data_dir / "features"
@@ -170,6 +175,11 @@ def _use_prepared_folder(args: argparse.Namespace) -> tuple[Path, str]:
         path = feats / f"{flag}.npy"
         if path.is_file():
             setattr(args, flag, str(path))
+    named = _parse_kv(args.score, "--score")
+    for name in _FOLDER_SCORES:
+        path = feats / f"{name}.npy"
+        if name not in named and path.is_file():
+            args.score = [*args.score, f"{name}={path}"]
     return data_dir, task
 
 
@@ -183,7 +193,9 @@ def cmd_select(args: argparse.Namespace) -> int:
         args.lam = TASK_LAMBDA.get(task or "", 0.5)
     selector = build_selector(args)
     data = load_selection_data(args)
-    inputs = {k: getattr(args, k) for k in _ARRAY_FLAGS}
+    inputs: dict[str, Any] = {k: getattr(args, k) for k in _ARRAY_FLAGS}
+    if args.score:
+        inputs["scores"] = _parse_kv(args.score, "--score")
     extra: dict[str, Any] = {"inputs": inputs}
     records = None
     if data_dir is not None:

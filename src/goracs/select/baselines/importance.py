@@ -47,8 +47,11 @@ class EL2N(Selector):
     """EL2N (Paul et al., NeurIPS 2021): the samples with the largest error L2 norm.
 
     Keeps the top ``budget`` of ``scores["el2n"]``, the L2 norm of the model's output
-    distribution minus the one-hot target, computed elsewhere and passed in as an array.
-    Deterministic; ties go to the lower index.
+    distribution minus the one-hot target. ``goracs features`` computes it from the LLM
+    (``features/el2n.npy``: the mean over the response tokens of
+    ||softmax(logits_t) - onehot(y_t)||_2 under the gradient norms' scoring model, see
+    :mod:`goracs.features.gradnorms`) and ``goracs select --data`` loads it; ``--score
+    el2n=FILE`` gives any other. Deterministic; ties go to the lower index.
     """
 
     name = "el2n"
@@ -228,11 +231,17 @@ class DEALRec(Selector):
     """DEALRec (Lin et al., SIGIR 2024): influence plus effort score, coverage-stratified.
 
     Overall score = minmax(influence) + lam * minmax(effort), where the influence score comes
-    from a surrogate recommender (``scores.influence`` by default) and the effort score is the
-    LLM's per-sample gradient norm (``grad_norms`` by default). Then coverage-enhanced
-    selection: drop the highest ``hard_prune`` share, split the rest into ``n_groups``
-    equal-width score groups and fill the smallest groups first with an even share of the
-    budget left, drawing uniformly with ``seed``. ``strata_`` holds every sample's group.
+    from a surrogate model (``scores.influence`` by default) and the effort score is the
+    LLM's per-sample gradient norm (``grad_norms`` by default). ``goracs features`` writes
+    ``features/influence.npy`` with the scoring LLM as its own surrogate: (1/N) gbar^T g_s,
+    the gradient g_s on the gradient norms' block, gbar its pool mean and the Hessian taken
+    as the identity (see :mod:`goracs.features.gradnorms`); ``goracs select --data`` loads it,
+    ``--score influence=FILE`` gives any other (e.g. the paper's SASRec surrogate).
+
+    Then coverage-enhanced selection: drop the highest ``hard_prune`` share, split the rest
+    into ``n_groups`` equal-width score groups and fill the smallest groups first with an even
+    share of the budget left, drawing uniformly with ``seed``. ``strata_`` holds every
+    sample's group.
     """
 
     name = "dealrec"
