@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "goracs.features.commands",
     "goracs.train.commands",
     "goracs.evaluate.commands",
+    "goracs.experiment.commands",
 ]
 
 

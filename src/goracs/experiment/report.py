@@ -1,0 +1,366 @@
+"""Results and tables of an experiment, rebuilt from the per-run records every invocation.
+
+``results.csv`` has one row per planned run (its status, every table metric, seconds per
+stage); ``table.csv`` and ``table.md`` one row per (dataset, task, method, budget) with the
+mean and sample standard deviation (ddof 1) over the seeds that finished. Everything here is a
+pure function of the records and the config, so a resumed experiment gets the same files as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from goracs.experiment.config import FULL_DATA, ZERO_SHOT, ExperimentConfig, lower_is_better
+from goracs.experiment.plan import MARKERS, RUN_RECORD, Group, Run
+from goracs.experiment.stages import PREPARE_RECORD
+from goracs.io import atomic_write_text, read_json
+
+STAGE_SECONDS = ("select", "finetune", "evaluate")
+
+
+@dataclass
+class Outcome:
+    """What became of a run in this invocation: ``done``, ``skipped``, ``failed`` or
+    ``pending`` (not reached, e.g. filtered out by ``--only``)."""
+
+    status: str
+    message: str = ""
+
+
+@dataclass
+class Row:
+    """One run as ``results.csv`` shows it."""
+
+    dataset: str
+    task: str
+    method: str
+    budget: int | None
+    seed: int | None
+    status: str
+    message: str = ""
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    seconds: dict[str, float | None] = field(default_factory=dict)
+    poo: float | None = None
+    coreset_digest: str | None = None
+    commit: str | None = None
+
+
+def load_rows(groups: Sequence[Group], outcomes: Mapping[Path, Outcome]) -> list[Row]:
+    """A row per planned run: from its ``run.json`` when complete, else from this
+    invocation's outcome (skipped, failed) or ``pending``."""
+    rows = []
+    for g in groups:
+        for run in g.runs:
+            rows.append(row_of(run, outcomes.get(run.eval_dir)))
+    return rows
+
+
+def row_of(run: Run, outcome: Outcome | None) -> Row:
+    rec_path = run.eval_dir / RUN_RECORD
+    if rec_path.is_file():
+        rec = read_json(rec_path)
+        return Row(dataset=run.dataset, task=run.task, method=run.method,
+                   budget=rec.get("budget"), seed=run.seed, status="done",
+                   metrics=dict(rec.get("metrics") or {}),
+                   seconds=dict(rec.get("seconds") or {}), poo=rec.get("poo"),
+                   coreset_digest=rec.get("coreset_digest"), commit=rec.get("commit"))
+    status, message = ("pending", "") if outcome is None else (outcome.status, outcome.message)
+    if status == "done":  # a record that vanished since: treat as not run
+        status = "pending"
+    budget = 0 if run.method == ZERO_SHOT else run.budget
+    return Row(dataset=run.dataset, task=run.task, method=run.method, budget=budget,
+               seed=run.seed, status=status, message=message)
+
+
+def table_metrics(cfg: ExperimentConfig) -> list[str]:
+    """The union of the tasks' table metrics, in config order."""
+    out: list[str] = []
+    for tc in cfg.tasks.values():
+        out += [m for m in tc.metrics if m not in out]
+    return out
+
+
+def _num(x: float | None, digits: int = 6) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    return f"{x:.{digits}f}"
+
+
+def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def results_csv(rows: Sequence[Row], metrics: Sequence[str]) -> str:
+    header = (["dataset", "task", "method", "budget", "seed", "status"] + list(metrics)
+              + [f"{s}_seconds" for s in STAGE_SECONDS] + ["poo", "coreset_digest", "commit",
+                                                          "message"])
+    out = []
+    for r in rows:
+        out.append([r.dataset, r.task, r.method, "" if r.budget is None else r.budget,
+                    "" if r.seed is None else r.seed, r.status]
+                   + [_num(r.metrics.get(m)) for m in metrics]
+                   + [_num(r.seconds.get(s), 3) for s in STAGE_SECONDS]
+                   + [_num(r.poo, 6), r.coreset_digest or "", r.commit or "", r.message])
+    return _csv(header, out)
+
+
+@dataclass
+class Cell:
+    """Mean and sample standard deviation of one metric over the seeds that finished."""
+
+    mean: float | None
+    std: float | None
+    n: int
+
+
+def mean_std(values: Sequence[float | None]) -> Cell:
+    """Mean and sample standard deviation (ddof 1; None for fewer than two values) of the
+    values that are not None or NaN."""
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
+    if v.size == 0:
+        return Cell(None, None, 0)
+    std = float(np.std(v, ddof=1)) if v.size > 1 else None
+    return Cell(float(np.mean(v)), std, int(v.size))
+
+
+@dataclass
+class TableRow:
+    """One (dataset, task, method, budget) of the table."""
+
+    dataset: str
+    task: str
+    method: str
+    budget: int | None
+    n_seeds: int
+    n_runs: int
+    cells: dict[str, Cell]
+    seconds: dict[str, Cell]
+    notes: list[str]
+    same_coreset: bool | None
+
+
+def aggregate(rows: Sequence[Row], metrics_of: Mapping[str, Sequence[str]]) -> list[TableRow]:
+    """Group rows by (dataset, task, method, budget) in first-seen order and reduce the
+    finished runs of each group to mean and standard deviation."""
+    order: list[tuple[Any, ...]] = []
+    groups: dict[tuple[Any, ...], list[Row]] = {}
+    for r in rows:
+        # the full-data row's budget is only known once a run finished: group it by method
+        k = (r.dataset, r.task, r.method, None if r.method == FULL_DATA else r.budget)
+        if k not in groups:
+            order.append(k)
+            groups[k] = []
+        groups[k].append(r)
+    out = []
+    for k in order:
+        rs = groups[k]
+        done = [r for r in rs if r.status == "done"]
+        budgets = sorted({r.budget for r in done if r.budget is not None})
+        budget = k[3] if k[3] is not None else (budgets[0] if len(budgets) == 1 else None)
+        cells = {m: mean_std([r.metrics.get(m) for r in done]) for m in metrics_of[k[1]]}
+        secs = {s: mean_std([r.seconds.get(s) for r in done]) for s in STAGE_SECONDS}
+        notes = []
+        for status in ("failed", "skipped", "pending"):
+            these = [r for r in rs if r.status == status]
+            if these:
+                msgs = sorted({r.message for r in these if r.message})
+                text = f"{len(these)} of {len(rs)} {'not run' if status == 'pending' else status}"
+                if msgs:
+                    text += ": " + "; ".join(msgs)
+                notes.append(text)
+        digests = {r.coreset_digest for r in done if r.coreset_digest}
+        same = None if len(done) < 2 or not digests else len(digests) == 1
+        out.append(TableRow(dataset=k[0], task=k[1], method=k[2], budget=budget,
+                            n_seeds=len(done), n_runs=len(rs), cells=cells, seconds=secs,
+                            notes=notes, same_coreset=same))
+    return out
+
+
+def table_csv(trows: Sequence[TableRow], metrics: Sequence[str]) -> str:
+    header = ["dataset", "task", "method", "budget", "seeds"]
+    for m in metrics:
+        header += [f"{m} mean", f"{m} std"]
+    header += [f"{s}_seconds mean" for s in STAGE_SECONDS] + ["notes"]
+    out = []
+    for t in trows:
+        line: list[Any] = [t.dataset, t.task, t.method, "" if t.budget is None else t.budget,
+                           t.n_seeds]
+        for m in metrics:
+            c = t.cells.get(m)
+            line += ["", ""] if c is None else [_num(c.mean), _num(c.std)]
+        line += [_num(t.seconds[s].mean, 3) for s in STAGE_SECONDS]
+        line.append(" | ".join(t.notes))
+        out.append(line)
+    return _csv(header, out)
+
+
+def _best(trows: Sequence[TableRow], metric: str) -> dict[int | None, float]:
+    """Per budget, the best mean of ``metric`` among the selection methods."""
+    best: dict[int | None, float] = {}
+    low = lower_is_better(metric)
+    for t in trows:
+        if t.method in (ZERO_SHOT, FULL_DATA):
+            continue
+        c = t.cells.get(metric)
+        if c is None or c.mean is None:
+            continue
+        cur = best.get(t.budget)
+        if cur is None or (c.mean < cur if low else c.mean > cur):
+            best[t.budget] = c.mean
+    return best
+
+
+def _fmt_cell(c: Cell | None, bold: bool) -> str:
+    if c is None or c.mean is None:
+        return ""
+    text = f"{c.mean:.4f}"
+    if bold:
+        text = f"**{text}**"
+    if c.std is not None:
+        text += f" ± {c.std:.4f}"
+    return text
+
+
+def _fmt_seconds(total: float) -> str:
+    if total < 120:
+        return f"{total:.1f} s"
+    minutes = total / 60
+    if minutes < 120:
+        return f"{minutes:.1f} min"
+    return f"{int(minutes // 60)} h {minutes % 60:.0f} min"
+
+
+def stage_totals(groups: Sequence[Group], rows: Sequence[Row]) -> dict[str, float]:
+    """Seconds recorded by every stage's manifest, summed (prepare and features per group)."""
+    tot = {"prepare": 0.0, "features": 0.0, **{s: 0.0 for s in STAGE_SECONDS}}
+    for g in groups:
+        p = g.data_dir / PREPARE_RECORD
+        if p.is_file():
+            tot["prepare"] += float(read_json(p).get("seconds") or 0.0)
+        f = g.data_dir / MARKERS["features"]
+        if f.is_file():
+            tot["features"] += float(read_json(f).get("seconds", {}).get("total") or 0.0)
+    for r in rows:
+        if r.status == "done":
+            for s in STAGE_SECONDS:
+                tot[s] += float(r.seconds.get(s) or 0.0)
+    return tot
+
+
+def _data_line(g: Group) -> str:
+    meta_p = g.data_dir / MARKERS["prepare"]
+    if not meta_p.is_file():
+        return "Data not prepared yet."
+    meta = read_json(meta_p)
+    sp = meta.get("counts", {}).get("splits", {})
+
+    def n(split: str) -> str:
+        return f"{sp.get(split, {}).get('samples', 0):,}"
+
+    return (f"Training pool {n('train')} samples, validation {n('valid')}, test {n('test')} "
+            f"(`{g.data_dir.name}`).")
+
+
+def table_markdown(cfg: ExperimentConfig, groups: Sequence[Group], rows: Sequence[Row],
+                   trows: Sequence[TableRow], command: str) -> str:
+    """The Markdown report: provenance, then one table per (dataset, task), then notes."""
+    counts = {s: sum(1 for r in rows if r.status == s)
+              for s in ("done", "skipped", "failed", "pending")}
+    commits = sorted({r.commit for r in rows if r.status == "done" and r.commit})
+    tot = stage_totals(groups, rows)
+    lines = [f"# Experiment `{cfg.name}`", ""]
+    if cfg.description:
+        lines += [cfg.description.strip(), ""]
+    src = cfg.source if cfg.source else cfg.name
+    lines += [
+        f"- config: `{src}`" + (" (shipped with goracs)" if src == cfg.name else ""),
+        f"- command: `{command}`",
+        f"- commit: {', '.join(f'`{c}`' for c in commits) if commits else 'unknown'}",
+        f"- model: `{cfg.model}`, device {cfg.device}; seeds {', '.join(map(str, cfg.seeds))}",
+        f"- runs: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} "
+        f"failed, {counts['pending']} not run",
+        f"- total wall time: {_fmt_seconds(sum(tot.values()))} (sum of the seconds each "
+        "stage recorded: " + ", ".join(f"{k} {_fmt_seconds(v)}" for k, v in tot.items()) + ")",
+        "",
+    ]
+    for g in groups:
+        tc = cfg.tasks[g.task]
+        these = [t for t in trows if t.dataset == g.dataset and t.task == g.task]
+        best = {m: _best(these, m) for m in tc.metrics}
+        tr = tc.train
+        loss = "the answer only" if tr.loss == "response" else "the whole text"
+        lines += [f"## {g.dataset} {g.task}", "", _data_line(g) + " "
+                  f"Fine-tuning: preset `{tc.preset}`, {tr.epochs} epoch"
+                  f"{'' if tr.epochs == 1 else 's'}, lr {tr.lr:g}, batch {tr.batch_size}, "
+                  f"loss on {loss}"
+                  f"{', best epoch by validation loss' if tc.use_valid else ''}. "
+                  f"Evaluation: {tc.evaluate.max_test or 'all'} test samples.", ""]
+        head = ["method", "budget", "seeds"] + list(tc.metrics) + [
+            "select s", "fine-tune s", "evaluate s", "notes"]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "|".join(["---"] + ["---:"] * 2 + ["---"] * len(tc.metrics)
+                                     + ["---:"] * 3 + ["---"]) + "|")
+        for t in these:
+            cells = []
+            for m in tc.metrics:
+                c = t.cells.get(m)
+                b = best[m].get(t.budget)
+                cells.append(_fmt_cell(c, c is not None and c.mean is not None
+                                       and b is not None and c.mean == b))
+            secs = [_num(t.seconds[s].mean, 1) for s in STAGE_SECONDS]
+            budget = "all" if t.method == FULL_DATA and t.budget is None else (
+                "" if t.budget is None else str(t.budget))
+            lines.append("| " + " | ".join([t.method, budget, str(t.n_seeds)] + cells + secs
+                                           + ["; ".join(t.notes)]) + " |")
+        same = sorted({t.method for t in these if t.same_coreset})
+        diff = sorted({t.method for t in these if t.same_coreset is False})
+        lines.append("")
+        if same:
+            lines.append(f"Same coreset for every seed (deterministic selection; only the "
+                         f"fine-tuning seed differs): {', '.join(same)}.")
+        if diff:
+            lines.append(f"Coreset drawn anew per seed: {', '.join(diff)}.")
+        if same or diff:
+            lines.append("")
+    lines += [
+        "Notes: each cell is the mean ± sample standard deviation (ddof 1) over the seeds that "
+        "finished; bold marks the best mean among the selection methods at each budget "
+        "(log-loss: lowest; the others: highest). Seconds are means per run: selection is the "
+        "selector's own time (features excluded), fine-tuning the training loop (model loading "
+        "excluded), evaluation the whole scoring call (model loading included). The zero-shot "
+        "row scores the base model without fine-tuning; the full-data row fine-tunes on the "
+        "whole training pool.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_reports(cfg: ExperimentConfig, out: Path, groups: Sequence[Group],
+                  outcomes: Mapping[Path, Outcome], command: str) -> tuple[list[Row], str]:
+    """Write ``results.csv``, ``table.csv``, ``table.md`` and the plots; returns the rows and
+    the Markdown text."""
+    from goracs.experiment.plots import write_plots
+
+    rows = load_rows(groups, outcomes)
+    metrics = table_metrics(cfg)
+    metrics_of = {t: list(tc.metrics) for t, tc in cfg.tasks.items()}
+    trows = aggregate(rows, metrics_of)
+    atomic_write_text(out / "results.csv", results_csv(rows, metrics))
+    atomic_write_text(out / "table.csv", table_csv(trows, metrics))
+    md = table_markdown(cfg, groups, rows, trows, command)
+    atomic_write_text(out / "table.md", md)
+    write_plots(cfg, out, groups, rows, trows)
+    return rows, md
