@@ -218,6 +218,8 @@ def test_select_from_a_folder_picks_up_its_scores(tmp_path):
                  "--param", "n_groups=5", "--out", str(out)]) == 0
     sel = json.loads((out / "selection.json").read_text())
     assert sel["method"] == "dealrec" and len(sel["indices"]) == 8
+    # The task's GORACS lambda is not DEALRec's effort weight: its own default stays.
+    assert sel["params"]["lam"] == 1.0
     # A score the user names explicitly wins over the folder's.
     mine = tmp_path / "mine.npy"
     np.save(mine, np.arange(80, dtype=np.float32))

@@ -14,7 +14,7 @@ import numpy as np
 from goracs.errors import GoracsError
 from goracs.features.samples import load_records, read_task
 from goracs.io import atomic_write_json, load_array
-from goracs.select import SelectionData, available_methods, get_selector
+from goracs.select import GORACS, SelectionData, available_methods, get_selector
 
 # CLI flag -> constructor argument, passed when the chosen method's constructor takes it.
 _METHOD_FLAGS = {
@@ -113,7 +113,8 @@ def build_selector(args: argparse.Namespace) -> Any:
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     kwargs: dict[str, Any] = {"budget": args.budget, "seed": args.seed}
     for flag, pname in _METHOD_FLAGS.items():
-        if pname in accepted:
+        # an unset --lam leaves a method's own default (DEALRec's lam is another weight)
+        if pname in accepted and not (flag == "lam" and args.lam is None):
             kwargs[pname] = getattr(args, flag)
     for k, v in _parse_kv(args.param, "--param").items():
         if k not in accepted:
@@ -189,7 +190,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     data_dir = task = None
     if args.data is not None:
         data_dir, task = _use_prepared_folder(args)
-    if args.lam is None:
+    if args.lam is None and issubclass(get_selector(args.method), GORACS):
         args.lam = TASK_LAMBDA.get(task or "", 0.5)
     selector = build_selector(args)
     data = load_selection_data(args)
