@@ -210,3 +210,18 @@ def test_bad_requests_fail_clearly(scoring_model):
         load_scoring_model(None, dtype="fp16")
     with pytest.raises(GoracsError, match="not a peft adapter folder"):
         load_scoring_model(None, adapter="/nonexistent/adapter")
+
+
+def test_a_cache_layout_the_prefix_split_cannot_use_falls_back(scoring_model, texts,
+                                                               monkeypatch):
+    model, tok, _ = scoring_model
+    ids = GradNormScorer(model, tok, batch_size=4).tokenize(texts[:3])
+    shared = GradNormScorer(model, tok, batch_size=4).norms_from_ids(ids, progress=False)
+
+    def broken(self, tokens):
+        raise AttributeError("'NoneType' object has no attribute 'expand'")
+
+    monkeypatch.setattr(GradNormScorer, "_prefix_pass", broken)
+    scorer = GradNormScorer(model, tok, batch_size=4)
+    assert scorer.fast and scorer.layer_index is None and scorer.shared_prefix_length(ids) == 0
+    assert rel(scorer.norms_from_ids(ids, progress=False), shared) < 1e-5
