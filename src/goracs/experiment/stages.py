@@ -23,11 +23,9 @@ from goracs.experiment.config import DataSource, ExperimentConfig, TaskConfig
 from goracs.experiment.plan import MARKERS, RUN_RECORD, Run
 from goracs.io import atomic_write_json, load_array, read_json
 from goracs.select import SelectionData, get_selector
+from goracs.select.commands import folder_inputs
 
 PREPARE_RECORD = "experiment-prepare.json"
-#: Per-sample scores that ``goracs features`` may write beside the embeddings, loaded into
-#: ``SelectionData.scores`` under the same name when present.
-SCORE_FILES = ("el2n", "influence")
 
 
 class Skipped(Exception):
@@ -87,32 +85,9 @@ def compute_features(data_dir: Path, tc: TaskConfig, progress: bool,
 
 def load_selection_data(data_dir: Path) -> SelectionData:
     """The arrays of ``data_dir/features`` as selection input, optional score files included."""
-    feats = data_dir / "features"
-
-    def opt(name: str) -> np.ndarray | None:
-        p = feats / f"{name}.npy"
-        return load_array(p) if p.is_file() else None
-
-    scores = {}
-    for name in SCORE_FILES:
-        arr = opt(name)
-        if arr is not None:
-            scores[name] = arr
-    return SelectionData(train_emb=opt("train_emb"), valid_emb=opt("valid_emb"),
-                         grad_norms=opt("grad_norms"), train_labels=opt("train_labels"),
-                         valid_labels=opt("valid_labels"), scores=scores)
-
-
-def missing_inputs(requires: tuple[str, ...], data: SelectionData) -> list[str]:
-    """The entries of a selector's ``requires`` that ``data`` lacks."""
-    out = []
-    for name in requires:
-        if name.startswith("scores."):
-            if name[7:] not in data.scores:
-                out.append(name)
-        elif getattr(data, name, None) is None:
-            out.append(name)
-    return out
+    arrays, scores = folder_inputs(data_dir)
+    return SelectionData(**{k: load_array(p) for k, p in arrays.items()},
+                         scores={k: load_array(p) for k, p in scores.items()})
 
 
 def select(run: Run, params: Mapping[str, Any], data: SelectionData,
@@ -122,7 +97,7 @@ def select(run: Run, params: Mapping[str, Any], data: SelectionData,
     assert run.select_dir is not None and run.budget is not None
     cls = get_selector(run.method)
     selector = cls(budget=run.budget, seed=run.seed, **params)
-    missing = missing_inputs(tuple(selector.requires), data)
+    missing = data.missing(tuple(selector.requires))
     if missing:
         files = ", ".join(f"{run.data_dir.name}/features/{m[7:]}.npy"
                           if m.startswith("scores.") else m for m in missing)
@@ -133,12 +108,10 @@ def select(run: Run, params: Mapping[str, Any], data: SelectionData,
     t0 = time.perf_counter()
     selector.fit(data)
     manifest = selector.result().to_json()
-    feats = run.data_dir / "features"
+    arrays, scores = folder_inputs(run.data_dir)
     manifest.update(
-        inputs={n: str(feats / f"{n}.npy") for n in ("train_emb", "valid_emb", "grad_norms",
-                                                    "train_labels", "valid_labels")
-                if (feats / f"{n}.npy").is_file()},
-        scores={k: str(feats / f"{k}.npy") for k in data.scores},
+        inputs={k: str(p) for k, p in arrays.items()},
+        scores={k: str(p) for k, p in scores.items() if k in data.scores},
         data=str(run.data_dir), task=run.task, coreset="coreset.json")
     atomic_write_json(run.select_dir / "coreset.json",
                       [records[i] for i in manifest["indices"]])

@@ -46,14 +46,18 @@ class SelectionData:
             return int(arr.shape[0])
         raise GoracsError("no training-sample array given")
 
+    def missing(self, required: tuple[str, ...]) -> list[str]:
+        """The entries of ``required`` (field names or ``scores.<name>``) that are absent."""
+        return [name for name in required
+                if (name[7:] not in self.scores if name.startswith("scores.")
+                    else getattr(self, name) is None)]
+
     def validate(self, required: tuple[str, ...] = ()) -> None:
         """Check presence, shapes and finiteness; raise :class:`GoracsError` on the first fault."""
-        for name in required:
+        for name in self.missing(required)[:1]:
             if name.startswith("scores."):
-                if name[7:] not in self.scores:
-                    raise GoracsError(f"this method needs the per-sample score {name[7:]!r}")
-            elif getattr(self, name) is None:
-                raise GoracsError(f"this method needs {name.replace('_', '-')}")
+                raise GoracsError(f"this method needs the per-sample score {name[7:]!r}")
+            raise GoracsError(f"this method needs {name.replace('_', '-')}")
         n = self.n_train
         for name in ("train_emb", "valid_emb"):
             arr = getattr(self, name)

@@ -159,6 +159,15 @@ _ARRAY_FLAGS = ("train_emb", "valid_emb", "grad_norms", "train_labels", "valid_l
 _FOLDER_SCORES = ("el2n", "influence")
 
 
+def folder_inputs(data_dir: str | Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The selection inputs a prepared folder's ``features/`` holds: the arrays by
+    :class:`SelectionData` field, and the score files by score name (only those present)."""
+    feats = Path(data_dir) / "features"
+    arrays = {n: feats / f"{n}.npy" for n in _ARRAY_FLAGS if (feats / f"{n}.npy").is_file()}
+    scores = {n: feats / f"{n}.npy" for n in _FOLDER_SCORES if (feats / f"{n}.npy").is_file()}
+    return arrays, scores
+
+
 def _use_prepared_folder(args: argparse.Namespace) -> tuple[Path, str]:
     """Point the array flags at DIR/features/*.npy, and add DIR/features/el2n.npy and
     influence.npy (when there) as scores unless ``--score`` names them already; returns the
@@ -172,15 +181,11 @@ def _use_prepared_folder(args: argparse.Namespace) -> tuple[Path, str]:
     if given:
         raise GoracsError(f"--data takes its arrays from {feats}; drop --"
                           f"{given[0].replace('_', '-')}")
-    for flag in _ARRAY_FLAGS:
-        path = feats / f"{flag}.npy"
-        if path.is_file():
-            setattr(args, flag, str(path))
+    arrays, scores = folder_inputs(data_dir)
+    for flag, path in arrays.items():
+        setattr(args, flag, str(path))
     named = _parse_kv(args.score, "--score")
-    for name in _FOLDER_SCORES:
-        path = feats / f"{name}.npy"
-        if name not in named and path.is_file():
-            args.score = [*args.score, f"{name}={path}"]
+    args.score = [*args.score, *(f"{k}={p}" for k, p in scores.items() if k not in named)]
     return data_dir, task
 
 
