@@ -63,3 +63,19 @@ def write_prepared(folder: Path, task: str, n_train: int, n_valid: int) -> Path:
     (folder / "items.json").write_text(json.dumps(sorted({t for _, t in HISTORIES})))
     (folder / "meta.json").write_text(json.dumps({"task": task, "dataset": "handmade"}))
     return folder
+
+
+def interrupt_at_call(monkeypatch, scorer, n: int) -> list[int]:
+    """Make ``scorer.batch_scores`` raise KeyboardInterrupt on its ``n``-th call (the batches
+    before it run for real); returns the list that records each call's batch size."""
+    real = scorer.batch_scores
+    calls: list[int] = []
+
+    def failing(seqs, starts=None):
+        calls.append(len(seqs))
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(seqs, starts)
+
+    monkeypatch.setattr(scorer, "batch_scores", failing)
+    return calls

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from features_helpers import ctr_records, seqrec_records
+from features_helpers import ctr_records, interrupt_at_call, seqrec_records
 
 from goracs.errors import GoracsError
 from goracs.features.gradnorms import (
@@ -136,15 +136,7 @@ def test_interrupted_run_resumes_from_shards(scoring_model, texts, tmp_path, mon
 
     scorer = GradNormScorer(model, tok, batch_size=2, shard_batches=1, identity=identity)
     real = scorer.batch_scores
-    calls = []
-
-    def failing(seqs, starts=None):
-        calls.append(len(seqs))
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(seqs, starts)
-
-    monkeypatch.setattr(scorer, "batch_scores", failing)
+    calls = interrupt_at_call(monkeypatch, scorer, 3)
     with pytest.raises(KeyboardInterrupt):
         scorer.norms_from_ids(ids, cache_dir=tmp_path, progress=False)
     shards = sorted(p.name for p in tmp_path.glob("gradnorms-*.parts/*.npy"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from features_helpers import ctr_records, seqrec_records
+from features_helpers import ctr_records, interrupt_at_call, seqrec_records
 
 from goracs.errors import GoracsError
 from goracs.features.gradnorms import GradNormScorer, response_start
@@ -126,15 +126,7 @@ def test_interrupted_scoring_resumes_with_the_same_arrays(scoring_model, records
     whole = scorer.scores_from_ids(ids, starts, progress=False)
 
     real = scorer.batch_scores
-    calls = []
-
-    def failing(seqs, st=None):
-        calls.append(len(seqs))
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(seqs, st)
-
-    monkeypatch.setattr(scorer, "batch_scores", failing)
+    calls = interrupt_at_call(monkeypatch, scorer, 2)
     with pytest.raises(KeyboardInterrupt):
         scorer.scores_from_ids(ids, starts, cache_dir=tmp_path, progress=False)
     left = sorted(p.name for p in tmp_path.glob("gradnorms-*.parts/*.npy"))
