@@ -82,6 +82,9 @@ def test_tiny_experiment_runs_then_reuses_everything(tmp_path, capsys):
         assert 0.0 <= float(r["AUC"]) <= 1.0 and float(r["log_loss"]) > 0
         assert float(r["evaluate_seconds"]) > 0
     assert float(rows[2]["poo"]) > 0 and float(rows[2]["finetune_seconds"]) > 0
+    # every coreset on one scale; the zero-shot row has none
+    assert rows[0]["ot_to_valid"] == "" and all(float(r["ot_to_valid"]) > 0 for r in rows[1:])
+    assert all(0.0 <= float(r["positive_rate"]) <= 1.0 for r in rows[1:])
     for name in ("table.csv", "table.md", "config.toml", "plots/ml-1m-ctr-metrics.png",
                  "plots/ml-1m-ctr-poo.png", "plots/ml-1m-ctr-projection.png"):
         assert (out / name).is_file(), name

@@ -25,6 +25,10 @@ from goracs.experiment.stages import PREPARE_RECORD
 from goracs.io import atomic_write_text, read_json
 
 STAGE_SECONDS = ("select", "finetune", "evaluate")
+#: Method-neutral figures of each coreset (:func:`goracs.select.diagnostics.coreset_stats`).
+CORESET_STATS = ("ot_to_valid", "grad_norm_ratio", "positive_rate")
+STAT_HEADS = {"ot_to_valid": "OT to valid", "grad_norm_ratio": "grad ratio",
+              "positive_rate": "Yes share"}
 
 
 @dataclass
@@ -52,16 +56,52 @@ class Row:
     poo: float | None = None
     coreset_digest: str | None = None
     commit: str | None = None
+    stats: dict[str, float | None] = field(default_factory=dict)
 
 
 def load_rows(groups: Sequence[Group], outcomes: Mapping[Path, Outcome]) -> list[Row]:
     """A row per planned run: from its ``run.json`` when complete, else from this
-    invocation's outcome (skipped, failed) or ``pending``."""
+    invocation's outcome (skipped, failed) or ``pending``. Finished runs with a coreset also
+    get its :data:`CORESET_STATS` when the group's features are there."""
     rows = []
     for g in groups:
+        arrays: dict[str, np.ndarray | None] | None = None
         for run in g.runs:
-            rows.append(row_of(run, outcomes.get(run.eval_dir)))
+            row = row_of(run, outcomes.get(run.eval_dir))
+            if row.status == "done" and run.finetune_dir is not None:
+                if arrays is None:
+                    arrays = _group_arrays(g)
+                row.stats = _coreset_stats(run, arrays)
+            rows.append(row)
     return rows
+
+
+def _group_arrays(g: Group) -> dict[str, np.ndarray | None]:
+    feats = g.data_dir / "features"
+    out: dict[str, np.ndarray | None] = {}
+    for name in ("train_emb", "valid_emb", "grad_norms", "train_labels"):
+        p = feats / f"{name}.npy"
+        out[name] = np.load(p, allow_pickle=False) if p.is_file() else None
+    return out
+
+
+def _coreset_stats(run: Run, arrays: Mapping[str, np.ndarray | None]) -> dict[str, float | None]:
+    """The coreset's figures: its selection's indices, or the whole pool for the full-data
+    row; empty when the embeddings or the selection record are missing."""
+    from goracs.select.diagnostics import coreset_stats
+
+    train, valid = arrays.get("train_emb"), arrays.get("valid_emb")
+    if train is None or valid is None:
+        return {}
+    if run.select_dir is None:
+        idx = np.arange(train.shape[0])
+    else:
+        sel_path = run.select_dir / MARKERS["select"]
+        if not sel_path.is_file():
+            return {}
+        idx = np.asarray(read_json(sel_path)["indices"], dtype=np.int64)
+    return coreset_stats(idx, train, valid, arrays.get("grad_norms"),
+                         arrays.get("train_labels"))
 
 
 def row_of(run: Run, outcome: Outcome | None) -> Row:
@@ -105,15 +145,16 @@ def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def results_csv(rows: Sequence[Row], metrics: Sequence[str]) -> str:
     header = (["dataset", "task", "method", "budget", "seed", "status"] + list(metrics)
-              + [f"{s}_seconds" for s in STAGE_SECONDS] + ["poo", "coreset_digest", "commit",
-                                                          "message"])
+              + [f"{s}_seconds" for s in STAGE_SECONDS] + ["poo"] + list(CORESET_STATS)
+              + ["coreset_digest", "commit", "message"])
     out = []
     for r in rows:
         out.append([r.dataset, r.task, r.method, "" if r.budget is None else r.budget,
                     "" if r.seed is None else r.seed, r.status]
                    + [_num(r.metrics.get(m)) for m in metrics]
                    + [_num(r.seconds.get(s), 3) for s in STAGE_SECONDS]
-                   + [_num(r.poo, 6), r.coreset_digest or "", r.commit or "", r.message])
+                   + [_num(r.poo, 6)] + [_num(r.stats.get(k), 6) for k in CORESET_STATS]
+                   + [r.coreset_digest or "", r.commit or "", r.message])
     return _csv(header, out)
 
 
@@ -150,6 +191,7 @@ class TableRow:
     seconds: dict[str, Cell]
     notes: list[str]
     same_coreset: bool | None
+    stats: dict[str, Cell] = field(default_factory=dict)
 
 
 def aggregate(rows: Sequence[Row], metrics_of: Mapping[str, Sequence[str]]) -> list[TableRow]:
@@ -172,6 +214,7 @@ def aggregate(rows: Sequence[Row], metrics_of: Mapping[str, Sequence[str]]) -> l
         budget = k[3] if k[3] is not None else (budgets[0] if len(budgets) == 1 else None)
         cells = {m: mean_std([r.metrics.get(m) for r in done]) for m in metrics_of[k[1]]}
         secs = {s: mean_std([r.seconds.get(s) for r in done]) for s in STAGE_SECONDS}
+        stats = {s: mean_std([r.stats.get(s) for r in done]) for s in CORESET_STATS}
         notes = []
         for status in ("failed", "skipped", "pending"):
             these = [r for r in rs if r.status == status]
@@ -185,7 +228,7 @@ def aggregate(rows: Sequence[Row], metrics_of: Mapping[str, Sequence[str]]) -> l
         same = None if len(done) < 2 or not digests else len(digests) == 1
         out.append(TableRow(dataset=k[0], task=k[1], method=k[2], budget=budget,
                             n_seeds=len(done), n_runs=len(rs), cells=cells, seconds=secs,
-                            notes=notes, same_coreset=same))
+                            notes=notes, same_coreset=same, stats=stats))
     return out
 
 
@@ -193,6 +236,7 @@ def table_csv(trows: Sequence[TableRow], metrics: Sequence[str]) -> str:
     header = ["dataset", "task", "method", "budget", "seeds"]
     for m in metrics:
         header += [f"{m} mean", f"{m} std"]
+    header += [f"{s} mean" for s in CORESET_STATS]
     header += [f"{s}_seconds mean" for s in STAGE_SECONDS] + ["notes"]
     out = []
     for t in trows:
@@ -201,6 +245,7 @@ def table_csv(trows: Sequence[TableRow], metrics: Sequence[str]) -> str:
         for m in metrics:
             c = t.cells.get(m)
             line += ["", ""] if c is None else [_num(c.mean), _num(c.std)]
+        line += [_num(t.stats[s].mean if s in t.stats else None) for s in CORESET_STATS]
         line += [_num(t.seconds[s].mean, 3) for s in STAGE_SECONDS]
         line.append(" | ".join(t.notes))
         out.append(line)
@@ -308,11 +353,15 @@ def table_markdown(cfg: ExperimentConfig, groups: Sequence[Group], rows: Sequenc
                   f"loss on {loss}"
                   f"{', best epoch by validation loss' if tc.use_valid else ''}. "
                   f"Evaluation: {tc.evaluate.max_test or 'all'} test samples.", ""]
-        head = ["method", "budget", "seeds"] + list(tc.metrics) + [
-            "select s", "fine-tune s", "evaluate s", "notes"]
+        # the label share only where the pool has binary labels (CTR)
+        shown = [s for s in CORESET_STATS
+                 if s != "positive_rate" or any(t.stats.get(s, Cell(None, None, 0)).n
+                                                for t in these)]
+        head = (["method", "budget", "seeds"] + list(tc.metrics) + [STAT_HEADS[s] for s in shown]
+                + ["select s", "fine-tune s", "evaluate s", "notes"])
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * 2 + ["---"] * len(tc.metrics)
-                                     + ["---:"] * 3 + ["---"]) + "|")
+                                     + ["---:"] * (len(shown) + 3) + ["---"]) + "|")
         for t in these:
             cells = []
             for m in tc.metrics:
@@ -320,11 +369,12 @@ def table_markdown(cfg: ExperimentConfig, groups: Sequence[Group], rows: Sequenc
                 b = best[m].get(t.budget)
                 cells.append(_fmt_cell(c, c is not None and c.mean is not None
                                        and b is not None and c.mean == b))
+            stats = [_num(t.stats[s].mean if s in t.stats else None, 3) for s in shown]
             secs = [_num(t.seconds[s].mean, 1) for s in STAGE_SECONDS]
             budget = "all" if t.method == FULL_DATA and t.budget is None else (
                 "" if t.budget is None else str(t.budget))
-            lines.append("| " + " | ".join([t.method, budget, str(t.n_seeds)] + cells + secs
-                                           + ["; ".join(t.notes)]) + " |")
+            lines.append("| " + " | ".join([t.method, budget, str(t.n_seeds)] + cells + stats
+                                           + secs + ["; ".join(t.notes)]) + " |")
         same = sorted({t.method for t in these if t.same_coreset})
         diff = sorted({t.method for t in these if t.same_coreset is False})
         lines.append("")
@@ -342,7 +392,11 @@ def table_markdown(cfg: ExperimentConfig, groups: Sequence[Group], rows: Sequenc
         "selector's own time (features excluded), fine-tuning the training loop (model loading "
         "excluded), evaluation the whole scoring call (model loading included). The zero-shot "
         "row scores the base model without fine-tuning; the full-data row fine-tunes on the "
-        "whole training pool.",
+        "whole training pool. The coreset columns put every method on one scale (means over "
+        "seeds): OT to valid is the exact optimal-transport cost between the coreset's and the "
+        "validation set's embeddings (uniform weights, Euclidean distance; lower is closer), "
+        "grad ratio the coreset's mean gradient norm over the pool's, Yes share the share of "
+        "positive labels.",
         "",
     ]
     return "\n".join(lines)
