@@ -79,3 +79,31 @@ def ctr_record(domain: Domain, history: Sequence[str], history_liked: Sequence[b
         "target": target,
         "timestamp": int(timestamp),
     }
+
+
+def ctr_history(record: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The liked and disliked history titles of a :func:`ctr_record`, read back from its
+    ``input`` (the inverse of the two quoted lists). A record in another wording fails."""
+    lines = str(record.get("input", "")).split("\n")
+    heads = ("User Preference: ", "User Unpreference: ")
+    if len(lines) < 2 or not all(ln.startswith(h) for ln, h in zip(lines, heads, strict=False)):
+        raise GoracsError("not a CTR record in goracs's wording (no 'User Preference:' and "
+                          "'User Unpreference:' lines)")
+    out = []
+    for ln, h in zip(lines, heads, strict=False):
+        body = ln[len(h):]
+        if not body:
+            out.append([])
+            continue
+        if not (body.startswith('"') and body.endswith('"')):
+            raise GoracsError(f"unquoted history list in a CTR record: {body[:60]!r}")
+        out.append(body[1:-1].split('", "'))
+    return out[0], out[1]
+
+
+def liked_share(record: dict[str, Any]) -> float:
+    """The share of a CTR record's history the user liked (0.5 for an empty history): a
+    one-line predictor of the answer that needs no model."""
+    pref, unpref = ctr_history(record)
+    total = len(pref) + len(unpref)
+    return len(pref) / total if total else 0.5
