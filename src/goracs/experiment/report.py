@@ -337,8 +337,9 @@ def table_markdown(cfg: ExperimentConfig, groups: Sequence[Group], rows: Sequenc
         f"- model: `{cfg.model}`, device {cfg.device}; seeds {', '.join(map(str, cfg.seeds))}",
         f"- runs: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} "
         f"failed, {counts['pending']} not run",
-        f"- total wall time: {_fmt_seconds(sum(tot.values()))} (sum of the seconds each "
-        "stage recorded: " + ", ".join(f"{k} {_fmt_seconds(v)}" for k, v in tot.items()) + ")",
+        f"- total stage time: {_fmt_seconds(sum(tot.values()))} (the seconds each stage "
+        "recorded, summed; stages that ran side by side in parallel invocations each count: "
+        + ", ".join(f"{k} {_fmt_seconds(v)}" for k, v in tot.items()) + ")",
         "",
     ]
     for g in groups:
