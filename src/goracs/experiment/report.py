@@ -61,14 +61,15 @@ class Row:
 
 def load_rows(groups: Sequence[Group], outcomes: Mapping[Path, Outcome]) -> list[Row]:
     """A row per planned run: from its ``run.json`` when complete, else from this
-    invocation's outcome (skipped, failed) or ``pending``. Finished runs with a coreset also
-    get its :data:`CORESET_STATS` when the group's features are there."""
+    invocation's outcome (skipped, failed) or ``pending``. Finished runs with a selected
+    coreset also get its :data:`CORESET_STATS` when the group's features are there (not the
+    full-data row: an exact OT over the whole pool would cost more than the report)."""
     rows = []
     for g in groups:
         arrays: dict[str, np.ndarray | None] | None = None
         for run in g.runs:
             row = row_of(run, outcomes.get(run.eval_dir))
-            if row.status == "done" and run.finetune_dir is not None:
+            if row.status == "done" and run.select_dir is not None:
                 if arrays is None:
                     arrays = _group_arrays(g)
                 row.stats = _coreset_stats(run, arrays)
@@ -86,20 +87,15 @@ def _group_arrays(g: Group) -> dict[str, np.ndarray | None]:
 
 
 def _coreset_stats(run: Run, arrays: Mapping[str, np.ndarray | None]) -> dict[str, float | None]:
-    """The coreset's figures: its selection's indices, or the whole pool for the full-data
-    row; empty when the embeddings or the selection record are missing."""
+    """The figures of the run's selected coreset; empty when the embeddings or the selection
+    record are missing."""
     from goracs.select.diagnostics import coreset_stats
 
     train, valid = arrays.get("train_emb"), arrays.get("valid_emb")
-    if train is None or valid is None:
+    sel_path = None if run.select_dir is None else run.select_dir / MARKERS["select"]
+    if train is None or valid is None or sel_path is None or not sel_path.is_file():
         return {}
-    if run.select_dir is None:
-        idx = np.arange(train.shape[0])
-    else:
-        sel_path = run.select_dir / MARKERS["select"]
-        if not sel_path.is_file():
-            return {}
-        idx = np.asarray(read_json(sel_path)["indices"], dtype=np.int64)
+    idx = np.asarray(read_json(sel_path)["indices"], dtype=np.int64)
     return coreset_stats(idx, train, valid, arrays.get("grad_norms"),
                          arrays.get("train_labels"))
 
