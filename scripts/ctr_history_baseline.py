@@ -22,7 +22,7 @@ import numpy as np
 from goracs.data.prompts import liked_share
 from goracs.errors import GoracsError
 from goracs.evaluate.metrics import auc
-from goracs.io import read_json
+from goracs.features.samples import ctr_labels, load_records
 
 
 def _predictions(path: Path) -> list[dict]:
@@ -36,11 +36,9 @@ def _predictions(path: Path) -> list[dict]:
 
 
 def report(data_dir: Path, prediction_files: list[Path]) -> str:
-    test = read_json(data_dir / "test.json")
-    if not isinstance(test, list) or not test:
-        raise GoracsError(f"{data_dir / 'test.json'}: expected a non-empty list of records")
+    test = load_records(data_dir / "test.json")
     share = np.array([liked_share(r) for r in test])
-    labels = np.array([1 if str(r.get("output", "")).strip() == "Yes" else 0 for r in test])
+    labels = ctr_labels(test, str(data_dir / "test.json"))
     lines = ["| scored by | samples | model AUC | liked-share AUC | r(P(Yes), liked share) |",
              "|---|---:|---:|---:|---:|"]
     if not prediction_files:

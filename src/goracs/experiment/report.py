@@ -22,7 +22,8 @@ import numpy as np
 from goracs.experiment.config import FULL_DATA, ZERO_SHOT, ExperimentConfig, lower_is_better
 from goracs.experiment.plan import MARKERS, RUN_RECORD, Group, Run
 from goracs.experiment.stages import PREPARE_RECORD
-from goracs.io import atomic_write_text, read_json
+from goracs.io import atomic_write_text, load_array, read_json
+from goracs.select.commands import folder_inputs
 
 STAGE_SECONDS = ("select", "finetune", "evaluate")
 #: Method-neutral figures of each coreset (:func:`goracs.select.diagnostics.coreset_stats`).
@@ -78,12 +79,10 @@ def load_rows(groups: Sequence[Group], outcomes: Mapping[Path, Outcome]) -> list
 
 
 def _group_arrays(g: Group) -> dict[str, np.ndarray | None]:
-    feats = g.data_dir / "features"
-    out: dict[str, np.ndarray | None] = {}
-    for name in ("train_emb", "valid_emb", "grad_norms", "train_labels"):
-        p = feats / f"{name}.npy"
-        out[name] = np.load(p, allow_pickle=False) if p.is_file() else None
-    return out
+    """The arrays :func:`_coreset_stats` reads from the group's features (None when absent)."""
+    paths, _ = folder_inputs(g.data_dir)
+    return {n: load_array(paths[n]) if n in paths else None
+            for n in ("train_emb", "valid_emb", "grad_norms", "train_labels")}
 
 
 def _coreset_stats(run: Run, arrays: Mapping[str, np.ndarray | None]) -> dict[str, float | None]:
