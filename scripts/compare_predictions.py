@@ -13,19 +13,16 @@ each, the difference and a paired bootstrap (seeded) standard error and 95% inte
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from goracs.errors import GoracsError
 from goracs.evaluate.compare import paired_auc_difference, paired_ranking_difference
+from goracs.io import read_jsonl
 
 
 def _load(path: Path) -> tuple[str, dict[int, dict]]:
-    try:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, ValueError) as err:
-        raise GoracsError(f"{path}: cannot read predictions ({err})") from None
+    rows = read_jsonl(path, "predictions")
     if not rows or not all(isinstance(r, dict) and "index" in r for r in rows):
         raise GoracsError(f"{path}: not predictions (each line needs an index)")
     if all({"label", "p_yes"} <= set(r) for r in rows):

@@ -13,7 +13,6 @@ rule. With no predictions file it scores the whole ``test.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,13 +22,11 @@ from goracs.data.prompts import liked_share
 from goracs.errors import GoracsError
 from goracs.evaluate.metrics import auc
 from goracs.features.samples import ctr_labels, load_records
+from goracs.io import read_jsonl
 
 
 def _predictions(path: Path) -> list[dict]:
-    try:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, ValueError) as err:
-        raise GoracsError(f"{path}: cannot read predictions ({err})") from None
+    rows = read_jsonl(path, "predictions")
     if not rows or not all({"index", "label", "p_yes"} <= set(r) for r in rows):
         raise GoracsError(f"{path}: not CTR predictions (each line needs index, label, p_yes)")
     return rows

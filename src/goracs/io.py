@@ -63,6 +63,20 @@ def read_json(path: str | os.PathLike, what: str = "") -> Any:
         raise GoracsError(f"cannot read {p}: {exc}") from None
 
 
+def read_jsonl(path: str | os.PathLike, what: str = "") -> list[Any]:
+    """Parse a JSON-lines file (blank lines skipped) as :func:`read_json` parses a JSON file."""
+    p = Path(path)
+    if not p.is_file():
+        raise GoracsError(f"file not found: {p}" + (f" ({what})" if what else ""))
+    try:
+        with open(p, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GoracsError(f"{p}: not valid JSON lines ({exc})") from None
+    except OSError as exc:
+        raise GoracsError(f"cannot read {p}: {exc}") from None
+
+
 def _umask_mode() -> int:
     """The mode a plainly created file gets (0o666 less the umask); mkstemp would give 0o600."""
     mask = os.umask(0)

@@ -50,7 +50,7 @@ def test_paired_ranking_rejects_bad_input():
     with pytest.raises(ValueError, match="metric"):
         C.paired_ranking_difference([0], [0], 10, "MRR")
     with pytest.raises(ValueError, match="k must"):
-        C.per_sample_gain([0], 0, "HR")
+        C.paired_ranking_difference([0], [0], 0, "HR")
 
 
 def test_paired_auc_of_reversed_scores_differs_by_one_in_every_resample():

@@ -12,24 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from goracs.evaluate.metrics import _ranks_array, auc
-
-
-def per_sample_gain(ranks: Sequence[int | None], k: int, metric: str) -> np.ndarray:
-    """Each sample's contribution to ``metric`` at ``k``: for ``"HR"`` 1 when rank < k, for
-    ``"NDCG"`` 1 / log2(rank + 2) when rank < k; 0 otherwise (``None`` ranks included)."""
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    r = _ranks_array(ranks)
-    top = r < k
-    gains = np.zeros_like(r)
-    if metric == "HR":
-        gains[top] = 1.0
-    elif metric == "NDCG":
-        gains[top] = 1.0 / np.log2(r[top] + 2.0)
-    else:
-        raise ValueError(f"metric must be 'HR' or 'NDCG', got {metric!r}")
-    return gains
+from goracs.evaluate.metrics import auc, per_sample_gain
 
 
 def paired_ranking_difference(ranks_a: Sequence[int | None], ranks_b: Sequence[int | None],

@@ -107,27 +107,33 @@ def _ranks_array(ranks: Sequence[int | None]) -> np.ndarray:
     return np.array([np.inf if r is None else float(r) for r in ranks], dtype=np.float64)
 
 
-def hit_ratio_at_k(ranks: Sequence[int | None], k: int) -> float:
-    """HR@K: the share of samples whose target ranks in the top ``k`` (rank < k)."""
+def per_sample_gain(ranks: Sequence[int | None], k: int, metric: str) -> np.ndarray:
+    """Each sample's share of ``metric`` at ``k``: for ``"HR"`` 1 when rank < k, for
+    ``"NDCG"`` 1 / log2(rank + 2) when rank < k; 0 otherwise (``None`` ranks included).
+    HR@K and NDCG@K are the means of these."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    if metric not in ("HR", "NDCG"):
+        raise ValueError(f"metric must be 'HR' or 'NDCG', got {metric!r}")
     r = _ranks_array(ranks)
-    if r.size == 0:
-        return float("nan")
-    return float(np.mean(r < k))
+    gains = np.zeros_like(r)
+    top = r < k
+    gains[top] = 1.0 if metric == "HR" else 1.0 / np.log2(r[top] + 2.0)
+    return gains
+
+
+def _mean(gains: np.ndarray) -> float:
+    return float(np.mean(gains)) if gains.size else float("nan")
+
+
+def hit_ratio_at_k(ranks: Sequence[int | None], k: int) -> float:
+    """HR@K: the share of samples whose target ranks in the top ``k`` (rank < k)."""
+    return _mean(per_sample_gain(ranks, k, "HR"))
 
 
 def ndcg_at_k(ranks: Sequence[int | None], k: int) -> float:
     """NDCG@K with one relevant item per sample: mean of 1 / log2(rank + 2) over rank < k."""
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    r = _ranks_array(ranks)
-    if r.size == 0:
-        return float("nan")
-    gains = np.zeros_like(r)
-    top = r < k
-    gains[top] = 1.0 / np.log2(r[top] + 2.0)
-    return float(np.mean(gains))
+    return _mean(per_sample_gain(ranks, k, "NDCG"))
 
 
 def ranking_metrics(ranks: Sequence[int | None], ks: Sequence[int] = KS) -> dict[str, float]:
