@@ -79,6 +79,8 @@ def report(paths: list[Path], ks: list[int], n_boot: int = 1000, seed: int = 0) 
             key = f"rank_{proto}"
             ra = [ref[i][key] for i in order]
             rb = [other[i][key] for i in order]
+            if all(r is None for r in ra + rb):
+                continue  # a protocol neither run scored (likelihood ranking has no full one)
             for metric in ("NDCG", "HR"):
                 for k in ks:
                     r = paired_ranking_difference(ra, rb, k, metric)

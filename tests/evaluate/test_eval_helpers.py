@@ -38,3 +38,11 @@ def test_chunked_reuses_finished_chunks(tmp_path):
     again = chunked(7, 3, tmp_path / "w", compute, kind="npy", desc="t", progress=False)
     assert calls == [(3, 6)]
     assert np.array_equal(np.concatenate(first), np.concatenate(again))
+
+
+def test_settings_reject_unknown_decoding_and_ranking():
+    assert EvalSettings(decoding="catalogue", ranking="likelihood").validate()
+    with pytest.raises(GoracsError, match="decoding must be one of free, catalogue"):
+        EvalSettings(decoding="trie").validate()
+    with pytest.raises(GoracsError, match="ranking must be one of grounding, likelihood"):
+        EvalSettings(ranking="sum").validate()

@@ -150,3 +150,25 @@ def test_finetune_resume_evaluate(data, tmp_path, monkeypatch):
     assert (ev / "predictions.jsonl").read_bytes() == \
         (tmp_path / "ev-seq2" / "predictions.jsonl").read_bytes()
     assert again["metrics"] == doc["metrics"]
+
+    # Catalogue decoding: every answer spells one catalogue title exactly, which then grounds
+    # to itself (rank 0 whenever it is the target).
+    cat = EvalSettings(batch_size=2, max_new_tokens=16, decoding="catalogue")
+    ev = tmp_path / "ev-cat"
+    doc = evaluate(data["seqrec"], "seqrec", ev, cat, progress=False, embedding_cache=cache)
+    lines = [json.loads(x) for x in (ev / "predictions.jsonl").read_text().splitlines()]
+    assert all(x["generated"] in TITLES for x in lines)
+    assert all(x["generated_raw"] == f'"{x["generated"]}"' for x in lines)
+    assert doc["metrics"]["answer_in_catalogue"] == 1.0
+    assert doc["settings"]["decoding"] == "catalogue"
+    assert len(sorted(cache.glob("*.npy"))) == 1
+
+    # Likelihood ranking: no generation, the sampled protocol only, ranks recompute.
+    lik = EvalSettings(ranking="likelihood")
+    ev = tmp_path / "ev-lik"
+    doc = evaluate(data["seqrec"], "seqrec", ev, lik, progress=False, embedding_cache=cache)
+    lines = [json.loads(x) for x in (ev / "predictions.jsonl").read_text().splitlines()]
+    assert doc["metrics"]["full"] is None and "generate" not in doc["seconds"]
+    assert all(x["rank_full"] is None and 0 <= x["rank_sampled"] <= 2 for x in lines)
+    assert all(x["target_log_likelihood"] < 0 for x in lines)
+    assert doc["metrics"]["sampled"] == M.ranking_metrics([x["rank_sampled"] for x in lines])

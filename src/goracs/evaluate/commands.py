@@ -27,6 +27,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="prompts per forward/generate call")
     p.add_argument("--max-new-tokens", type=int, default=32, help="SeqRec generation length")
     p.add_argument("--num-beams", type=int, default=1, help="SeqRec: 1 is greedy decoding")
+    p.add_argument("--decoding", choices=["free", "catalogue"], default="free",
+                   help="SeqRec: free generation grounded by L2 (BIGRec), or generation that "
+                   "may only spell catalogue titles")
+    p.add_argument("--ranking", choices=["grounding", "likelihood"], default="grounding",
+                   help="SeqRec: generate and ground (BIGRec), or rank the sampled candidates "
+                   "by the model's log-probability of each answer (no generation; no "
+                   "full-catalogue protocol)")
     p.add_argument("--embed-batch-size", type=int, default=32, help="titles per forward pass")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -41,7 +48,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     task = check_task(args.task, "--task") if args.task else read_task(args.data)
     settings = EvalSettings(max_test=args.max_test, seed=args.seed, batch_size=args.batch_size,
                             max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-                            embed_batch_size=args.embed_batch_size, dtype=args.dtype).validate()
+                            embed_batch_size=args.embed_batch_size, dtype=args.dtype,
+                            decoding=args.decoding, ranking=args.ranking).validate()
     doc = evaluate(args.data, task, args.out, settings, model=args.model, adapter=args.adapter,
                    device=args.device, progress=not args.quiet)
     m = doc["metrics"]

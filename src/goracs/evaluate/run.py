@@ -23,13 +23,23 @@ import numpy as np
 from goracs.errors import GoracsError
 from goracs.evaluate import metrics as M
 from goracs.evaluate.chunks import chunked
+from goracs.evaluate.constrain import answer_frame, answer_tokens, catalogue_trie
 from goracs.evaluate.ctr import answer_token_ids, p_yes_batch
-from goracs.evaluate.seqrec import clean_generation, embed_texts, generate_batch
+from goracs.evaluate.seqrec import (
+    alone_log_likelihood,
+    answer_log_likelihoods,
+    clean_generation,
+    embed_texts,
+    generate_ids,
+)
 from goracs.features.cache import content_key, texts_digest
 from goracs.features.samples import ctr_labels, load_records, render_prompt
 from goracs.io import atomic_write_json, atomic_write_text, read_json
 from goracs.paths import cache_root
-from goracs.train.model import load_lm, pick_device
+from goracs.train.model import load_lm, pick_device, torch_dtype
+
+DECODINGS = ("free", "catalogue")
+RANKINGS = ("grounding", "likelihood")
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,8 @@ class EvalSettings:
     num_beams: int = 1
     embed_batch_size: int = 32
     dtype: str = "fp32"
+    decoding: str = "free"
+    ranking: str = "grounding"
 
     def validate(self) -> EvalSettings:
         if self.max_test is not None and self.max_test < 1:
@@ -55,6 +67,12 @@ class EvalSettings:
                                   f"{getattr(self, name)}")
         if self.dtype not in ("fp32", "bf16"):
             raise GoracsError(f"dtype must be fp32 or bf16, got {self.dtype!r}")
+        if self.decoding not in DECODINGS:
+            raise GoracsError(f"decoding must be one of {', '.join(DECODINGS)}, got "
+                              f"{self.decoding!r}")
+        if self.ranking not in RANKINGS:
+            raise GoracsError(f"ranking must be one of {', '.join(RANKINGS)}, got "
+                              f"{self.ranking!r}")
         return self
 
 
@@ -203,24 +221,43 @@ def _evaluate_seqrec(lm: Any, tok: Any, identity: Mapping[str, Any], test: Seque
         print("note: not every test record has 'negatives'; the sampled protocol is skipped",
               file=sys.stderr)
     targets = [_target_title(r) for r in test]
+    if settings.ranking == "likelihood":
+        _rank_by_likelihood(lm, tok, test, idx, prompts, targets, catalogue, work, dev,
+                            progress, doc, lines, seconds)
+        return
+    trie = None
+    if settings.decoding == "catalogue":
+        trie = catalogue_trie(tok, prompts[0], catalogue, answer_frame(test))
+        longest = max(len(k) for k in trie.sequences()) + 1
+        if settings.max_new_tokens < longest:
+            print(f"note: the longest catalogue answer takes {longest} tokens, max-new-tokens is "
+                  f"{settings.max_new_tokens}; answers cut short are grounded as text",
+                  file=sys.stderr)
     t1 = time.perf_counter()
     bs = settings.batch_size
 
-    def generate_chunk(s: int, e: int) -> list[str]:
-        texts: list[str] = []
+    def generate_chunk(s: int, e: int) -> list[list[Any]]:
+        rows: list[list[Any]] = []
         for a in range(s, e, bs):
-            texts += generate_batch(lm, tok, [prompts[order[i]] for i in range(a, min(e, a + bs))],
-                                    max_new_tokens=settings.max_new_tokens,
-                                    num_beams=settings.num_beams, device=dev)
-        return texts
+            new = generate_ids(lm, tok, [prompts[order[i]] for i in range(a, min(e, a + bs))],
+                               max_new_tokens=settings.max_new_tokens,
+                               num_beams=settings.num_beams, device=dev,
+                               allowed=None if trie is None else trie.allowed)
+            rows += [[tok.decode(x, skip_special_tokens=True),
+                      None if trie is None else trie.value(x)] for x in new]
+        return rows
 
     parts = chunked(len(test), bs * 4, work / "generated", generate_chunk, kind="json",
                     desc="generate", progress=progress)
-    raw_sorted = [g for part in parts for g in part]
+    rows_sorted = [g for part in parts for g in part]
     raw = [""] * len(test)
+    spelt: list[str | None] = [None] * len(test)
     for j, i in enumerate(order):
-        raw[i] = raw_sorted[j]
-    generated = [clean_generation(g) for g in raw]
+        raw[i], spelt[i] = rows_sorted[j]
+    # A catalogue answer is its title exactly (a title may itself start with a quote, which
+    # clean_generation would strip); free text, or an answer cut short, is cleaned.
+    generated = [t if t is not None else clean_generation(g)
+                 for g, t in zip(raw, spelt, strict=True)]
     seconds["generate"] = round(time.perf_counter() - t1, 3)
 
     t2 = time.perf_counter()
@@ -270,6 +307,7 @@ def _evaluate_seqrec(lm: Any, tok: Any, identity: Mapping[str, Any], test: Seque
         "full": M.ranking_metrics(rank_full),
         "exact_match": float(np.mean([g == t for g, t in zip(generated, targets, strict=True)])),
         "answer_in_catalogue": float(np.mean([g in catalogue_set for g in generated])),
+        "distinct_answers": len(set(generated)),
     }
     doc["catalogue"] = {"items": len(catalogue), "distinct_titles": len(titles),
                         "targets_missing": missing,
@@ -278,3 +316,69 @@ def _evaluate_seqrec(lm: Any, tok: Any, identity: Mapping[str, Any], test: Seque
         lines.append({"index": int(i), "user": test[j].get("user"), "target": targets[j],
                       "generated": generated[j], "generated_raw": raw[j],
                       "rank_sampled": rank_sampled[j], "rank_full": rank_full[j]})
+
+
+def _check_packed_scoring(lm: Any, tok: Any, prompt: str, answers: Sequence[str], eos: int,
+                          dev: str) -> None:
+    """Stop unless the packed pass gives each answer the log-likelihood a plain pass gives
+    (a model that ignores custom attention masks or position ids would not)."""
+    seqs = [a + [eos] for a in answer_tokens(tok, prompt, answers)]
+    packed = answer_log_likelihoods(lm, tok, prompt, seqs, dev)
+    # Rounding differs between the two passes (other shapes, other summation orders): ~1e-4
+    # nats in fp32, a few tenths in bf16. A model that let answers see each other, or placed
+    # them at the wrong positions, misses by whole nats on the second and third answer.
+    low = next(lm.parameters()).dtype != torch_dtype("fp32")
+    slack = (0.5, 0.05) if low else (0.05, 0.01)
+    for seq, got in zip(seqs, packed, strict=True):
+        want = alone_log_likelihood(lm, tok, prompt, seq, dev)
+        if abs(got - want) > slack[0] + slack[1] * abs(want):
+            raise GoracsError(f"this model does not score packed candidates as it scores them "
+                              f"alone ({got:.3f} against {want:.3f}); likelihood ranking "
+                              "needs a model that honours a 4D attention mask and position ids")
+
+
+def _rank_by_likelihood(lm: Any, tok: Any, test: Sequence[Mapping], idx: np.ndarray,
+                        prompts: Sequence[str], targets: Sequence[str], catalogue: Sequence[str],
+                        work: Path, dev: str, progress: bool, doc: dict[str, Any],
+                        lines: list[dict[str, Any]], seconds: dict[str, float]) -> None:
+    """Rank each record's target among its sampled negatives by log P(answer | prompt)."""
+    if not all(isinstance(r.get("negatives"), list) and r["negatives"] for r in test):
+        raise GoracsError("likelihood ranking scores the sampled candidates: every test record "
+                          "needs a non-empty 'negatives' list")
+    before, after = answer_frame(test)
+    eos = tok.eos_token_id
+    if eos is None:
+        raise GoracsError("the tokenizer has no end-of-sequence token; an answer's likelihood "
+                          "includes its end")
+    t1 = time.perf_counter()
+    _check_packed_scoring(lm, tok, prompts[0], [before + c + after for c in
+                                                [targets[0], *test[0]["negatives"][:2]]],
+                          int(eos), dev)
+
+    def score_chunk(s: int, e: int) -> np.ndarray:
+        out = []
+        for j in range(s, e):
+            cands = [targets[j], *test[j]["negatives"]]
+            seqs = [a + [int(eos)] for a in
+                    answer_tokens(tok, prompts[j], [before + c + after for c in cands])]
+            ll = answer_log_likelihoods(lm, tok, prompts[j], seqs, dev)
+            # Higher likelihood ranks first: rank by the negated log-likelihood as a distance.
+            rank = M.rank_among_titles(-ll, cands, targets[j])
+            assert rank is not None  # the target is the first candidate
+            out.append([float(ll[0]), rank])
+        return np.asarray(out, dtype=np.float64)
+
+    parts = chunked(len(test), 8, work / "likelihood", score_chunk, kind="npy",
+                    desc="score candidates", progress=progress)
+    scored = np.concatenate(parts)
+    seconds["score"] = round(time.perf_counter() - t1, 3)
+    rank_sampled = [int(r) for r in scored[:, 1]]
+    doc["metrics"] = {"sampled": M.ranking_metrics(rank_sampled), "full": None}
+    known = set(catalogue)
+    doc["catalogue"] = {"items": len(catalogue), "distinct_titles": len(known),
+                        "targets_missing": sum(1 for t in targets if t not in known),
+                        "negatives_per_sample": len(test[0]["negatives"])}
+    for j, i in enumerate(idx):
+        lines.append({"index": int(i), "user": test[j].get("user"), "target": targets[j],
+                      "target_log_likelihood": float(scored[j, 0]),
+                      "rank_sampled": rank_sampled[j], "rank_full": None})

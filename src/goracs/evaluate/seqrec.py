@@ -1,10 +1,11 @@
-"""BIGRec grounding: generate an answer, embed it and every item title with the LLM's last
-hidden state at the final token, and rank items by L2 distance."""
+"""SeqRec scoring with the LLM. BIGRec grounding: generate an answer, embed it and every item
+title with the LLM's last hidden state at the final token, and rank items by L2 distance.
+Likelihood ranking: the log-probability of each candidate's answer after the prompt."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,12 @@ def clean_generation(text: str) -> str:
     return ""
 
 
-def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int,
-                   num_beams: int, device: str) -> list[str]:
-    """Greedy (``num_beams=1``) or beam-search continuations of ``prompts``, decoded."""
+def generate_ids(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int,
+                 num_beams: int, device: str,
+                 allowed: Callable[[list[int]], list[int]] | None = None) -> list[list[int]]:
+    """The new token ids of greedy (``num_beams=1``) or beam-search continuations of
+    ``prompts``. ``allowed`` maps the ids generated so far to the ids the next step may take
+    (e.g. :meth:`goracs.evaluate.constrain.TokenTrie.allowed`); None leaves decoding free."""
     import torch
 
     enc = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
@@ -40,13 +44,16 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_ne
     for i, e in enumerate(enc):
         ids[i, width - len(e):] = torch.tensor(e, dtype=torch.long)
         mask[i, width - len(e):] = 1
+    extra: dict[str, Any] = {}
+    if allowed is not None:
+        extra["prefix_allowed_tokens_fn"] = lambda _row, seq: allowed(seq[width:].tolist())
     with torch.no_grad():
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                              max_new_tokens=max_new_tokens, num_beams=num_beams,
                              do_sample=False, num_return_sequences=1, pad_token_id=pad,
                              eos_token_id=tokenizer.eos_token_id, temperature=None,
-                             top_p=None, top_k=None)
-    return tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+                             top_p=None, top_k=None, **extra)
+    return out[:, width:].cpu().tolist()
 
 
 def last_token_states(model: Any, tokenizer: Any, texts: Sequence[str],
@@ -113,3 +120,97 @@ def embed_texts(model: Any, tokenizer: Any, texts: Sequence[str], identity: Mapp
     shutil.rmtree(cache_dir / f"{key}.partial", ignore_errors=True)
     print(f"cached {len(texts)} embeddings in {final}", file=sys.stderr)
     return states
+
+
+def candidate_tree(prompt_ids: Sequence[int], answers: Sequence[Sequence[int]]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                              np.ndarray]:
+    """One packed sequence that scores every answer after one shared prompt in one pass.
+
+    The prompt comes once; each answer but its last token follows, with positions restarting
+    where the prompt ends, and attends to the prompt and to its own earlier tokens only, so
+    each answer sees exactly what it would see alone after the prompt.
+
+    Returns
+    -------
+    ids, positions : (T,) int64
+    visible : (T, T) bool
+        ``visible[i, j]``: token ``i`` may attend to token ``j``.
+    rows : (A,) int64
+        For each answer token (all answers concatenated), the packed position whose output
+        predicts it (the prompt's last token for an answer's first token).
+    targets, owner : (A,) int64
+        The answer tokens, and which answer each one belongs to.
+    """
+    p = len(prompt_ids)
+    if p == 0:
+        raise ValueError("the prompt has no tokens")
+    if any(len(a) == 0 for a in answers):
+        raise ValueError("an answer has no tokens")
+    ids = [int(t) for t in prompt_ids]
+    pos = list(range(p))
+    group = [-1] * p
+    rows: list[int] = []
+    targets: list[int] = []
+    owner: list[int] = []
+    for c, ans in enumerate(answers):
+        start = len(ids)
+        body = [int(t) for t in ans[:-1]]
+        ids += body
+        pos += range(p, p + len(body))
+        group += [c] * len(body)
+        rows += [p - 1, *range(start, start + len(body))]
+        targets += [int(t) for t in ans]
+        owner += [c] * len(ans)
+    g = np.asarray(group)
+    n = len(ids)
+    causal = np.tri(n, dtype=bool)
+    same = (g[None, :] == -1) | (g[None, :] == g[:, None])
+    return (np.asarray(ids, dtype=np.int64), np.asarray(pos, dtype=np.int64), causal & same,
+            np.asarray(rows, dtype=np.int64), np.asarray(targets, dtype=np.int64),
+            np.asarray(owner, dtype=np.int64))
+
+
+def answer_log_likelihoods(model: Any, tokenizer: Any, prompt: str,
+                           answers: Sequence[Sequence[int]], device: str) -> np.ndarray:
+    """log P(answer | prompt) under ``model`` for each answer's token ids (the sum over its
+    tokens, end-of-sequence included if the ids include it), float64 of shape (len(answers),).
+
+    All answers go through the model in one forward pass (:func:`candidate_tree`)."""
+    import torch
+
+    from goracs.train.model import head_logits
+
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    ids, pos, visible, rows, targets, owner = candidate_tree(prompt_ids, answers)
+    decoder, head, cap = decoder_and_head(model)
+    dtype = next(model.parameters()).dtype
+    mask = torch.zeros((1, 1, len(ids), len(ids)), dtype=dtype)
+    mask.masked_fill_(~torch.from_numpy(visible), torch.finfo(dtype).min)
+    with torch.no_grad():
+        hidden = decoder(input_ids=torch.from_numpy(ids)[None].to(device),
+                         attention_mask=mask.to(device),
+                         position_ids=torch.from_numpy(pos)[None].to(device)).last_hidden_state
+        logits = head_logits(head, hidden[0, torch.from_numpy(rows).to(device)], cap)
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        tok_lp = logp[torch.arange(len(rows), device=logp.device),
+                      torch.from_numpy(targets).to(logp.device)]
+    out = np.zeros(len(answers), dtype=np.float64)
+    np.add.at(out, owner, tok_lp.double().cpu().numpy())
+    return out
+
+
+def alone_log_likelihood(model: Any, tokenizer: Any, prompt: str, answer: Sequence[int],
+                         device: str) -> float:
+    """log P(answer | prompt) from a plain forward pass of the prompt followed by the answer
+    (the reference :func:`answer_log_likelihoods` must agree with)."""
+    import torch
+
+    base = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    ids = torch.tensor([list(base) + [int(t) for t in answer]], device=device)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, len(base) - 1:-1]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+    picked = logp[torch.arange(len(answer), device=logp.device),
+                  torch.tensor([int(t) for t in answer], device=logp.device)]
+    return float(picked.double().sum())
