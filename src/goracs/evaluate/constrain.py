@@ -3,8 +3,9 @@
 A small model fine-tuned for a few dozen updates learns the shape of an answer (``"..., The
 (1999)"``) long before it learns which title a user wants; free greedy decoding then writes the
 same malformed string for most prompts and the grounding step has nothing user-specific to rank
-by. Restricting every step to the tokens that continue some catalogue answer keeps the model's
-preference among real titles, which is what a recommender is judged on.
+by. Restricting every step to the tokens that continue some catalogue answer makes every
+answer a real title; whether the answers then depend on the user is still up to the model (at
+the cpu-small size greedy catalogue decoding also settles on one title: docs/runs/README.md).
 
 Everything here works on token ids; the tokenizer and the model stay at the edges.
 """

@@ -325,8 +325,9 @@ def _check_packed_scoring(lm: Any, tok: Any, prompt: str, answers: Sequence[str]
     seqs = [a + [eos] for a in answer_tokens(tok, prompt, answers)]
     packed = answer_log_likelihoods(lm, tok, prompt, seqs, dev)
     # Rounding differs between the two passes (other shapes, other summation orders): ~1e-4
-    # nats in fp32, a few tenths in bf16. A model that let answers see each other, or placed
-    # them at the wrong positions, misses by whole nats on the second and third answer.
+    # nats in fp32, up to a few tenths in bf16. A model that let answers see each other, or
+    # placed them at the wrong positions, would give the second and third answers other
+    # contexts than the plain pass does.
     low = next(lm.parameters()).dtype != torch_dtype("fp32")
     slack = (0.5, 0.05) if low else (0.05, 0.01)
     for seq, got in zip(seqs, packed, strict=True):
