@@ -108,6 +108,16 @@ def test_script_compares_seqrec_runs(tmp_path, capsys):
     assert " +0.0000 " in full and " 1 / 1 " in full
 
 
+def test_script_skips_a_protocol_neither_run_scored(tmp_path, capsys):
+    # Likelihood-ranked runs have sampled ranks only.
+    rows = [{**r, "rank_full": None} for r in _seqrec([0, 3, 40])]
+    a = _write(tmp_path / "a" / "predictions.jsonl", rows)
+    b = _write(tmp_path / "b" / "predictions.jsonl", [{**r, "rank_sampled": 0} for r in rows])
+    assert _script().main([str(a), str(b), "--k", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "| sampled.HR@10 |" in out and "full." not in out
+
+
 def test_script_compares_ctr_runs(tmp_path, capsys):
     y = [0, 0, 1, 1]
     a = _write(tmp_path / "a" / "predictions.jsonl",
