@@ -138,6 +138,7 @@ def test_finetune_resume_evaluate(data, tmp_path, monkeypatch):
     lines = [json.loads(x) for x in (ev / "predictions.jsonl").read_text().splitlines()]
     assert [x["target"] for x in lines] == ["Casino (1995)", "Unknown Film (2001)"]
     assert lines[1]["rank_full"] is None and doc["catalogue"]["targets_missing"] == 1
+    grounded_catalogue = doc["catalogue"]
     assert all(0 <= x["rank_sampled"] <= 2 for x in lines)
     assert doc["metrics"]["sampled"] == M.ranking_metrics([x["rank_sampled"] for x in lines])
     assert doc["metrics"]["full"] == M.ranking_metrics([x["rank_full"] for x in lines])
@@ -171,4 +172,5 @@ def test_finetune_resume_evaluate(data, tmp_path, monkeypatch):
     assert doc["metrics"]["full"] is None and "generate" not in doc["seconds"]
     assert all(x["rank_full"] is None and 0 <= x["rank_sampled"] <= 2 for x in lines)
     assert all(x["target_log_likelihood"] < 0 for x in lines)
+    assert doc["catalogue"] == grounded_catalogue
     assert doc["metrics"]["sampled"] == M.ranking_metrics([x["rank_sampled"] for x in lines])

@@ -215,16 +215,19 @@ def _evaluate_seqrec(lm: Any, tok: Any, identity: Mapping[str, Any], test: Seque
                      progress: bool, doc: dict[str, Any], lines: list[dict[str, Any]],
                      seconds: dict[str, float]) -> None:
     catalogue = _load_items(data_dir)
-    have_neg = [isinstance(r.get("negatives"), list) for r in test]
-    sampled = all(have_neg)
+    catalogue_set = set(catalogue)
+    sampled = all(isinstance(r.get("negatives"), list) for r in test)
+    targets = [_target_title(r) for r in test]
+    doc["catalogue"] = {"items": len(catalogue), "distinct_titles": len(catalogue_set),
+                        "targets_missing": sum(1 for t in targets if t not in catalogue_set),
+                        "negatives_per_sample": (len(test[0]["negatives"]) if sampled else None)}
+    if settings.ranking == "likelihood":
+        _rank_by_likelihood(lm, tok, test, idx, prompts, targets, work, dev, progress, doc,
+                            lines, seconds)
+        return
     if not sampled:
         print("note: not every test record has 'negatives'; the sampled protocol is skipped",
               file=sys.stderr)
-    targets = [_target_title(r) for r in test]
-    if settings.ranking == "likelihood":
-        _rank_by_likelihood(lm, tok, test, idx, prompts, targets, catalogue, work, dev,
-                            progress, doc, lines, seconds)
-        return
     trie = None
     if settings.decoding == "catalogue":
         trie = catalogue_trie(tok, prompts[0], catalogue, answer_frame(test))
@@ -300,8 +303,6 @@ def _evaluate_seqrec(lm: Any, tok: Any, identity: Mapping[str, Any], test: Seque
         else:
             rank_sampled.append(None)
     seconds["rank"] = round(time.perf_counter() - t4, 3)
-    catalogue_set = set(catalogue)
-    missing = sum(1 for t in targets if t not in catalogue_set)
     doc["metrics"] = {
         "sampled": M.ranking_metrics(rank_sampled) if sampled else None,
         "full": M.ranking_metrics(rank_full),
@@ -309,20 +310,16 @@ def _evaluate_seqrec(lm: Any, tok: Any, identity: Mapping[str, Any], test: Seque
         "answer_in_catalogue": float(np.mean([g in catalogue_set for g in generated])),
         "distinct_answers": len(set(generated)),
     }
-    doc["catalogue"] = {"items": len(catalogue), "distinct_titles": len(titles),
-                        "targets_missing": missing,
-                        "negatives_per_sample": (len(test[0]["negatives"]) if sampled else None)}
     for j, i in enumerate(idx):
         lines.append({"index": int(i), "user": test[j].get("user"), "target": targets[j],
                       "generated": generated[j], "generated_raw": raw[j],
                       "rank_sampled": rank_sampled[j], "rank_full": rank_full[j]})
 
 
-def _check_packed_scoring(lm: Any, tok: Any, prompt: str, answers: Sequence[str], eos: int,
+def _check_packed_scoring(lm: Any, tok: Any, prompt: str, seqs: Sequence[Sequence[int]],
                           dev: str) -> None:
-    """Stop unless the packed pass gives each answer the log-likelihood a plain pass gives
-    (a model that ignores custom attention masks or position ids would not)."""
-    seqs = [a + [eos] for a in answer_tokens(tok, prompt, answers)]
+    """Stop unless the packed pass gives each answer's token ids ``seqs`` the log-likelihood a
+    plain pass gives (a model that ignores custom attention masks or position ids would not)."""
     packed = answer_log_likelihoods(lm, tok, prompt, seqs, dev)
     # Rounding differs between the two passes (other shapes, other summation orders): ~1e-4
     # nats in fp32, up to a few tenths in bf16. A model that let answers see each other, or
@@ -339,7 +336,7 @@ def _check_packed_scoring(lm: Any, tok: Any, prompt: str, answers: Sequence[str]
 
 
 def _rank_by_likelihood(lm: Any, tok: Any, test: Sequence[Mapping], idx: np.ndarray,
-                        prompts: Sequence[str], targets: Sequence[str], catalogue: Sequence[str],
+                        prompts: Sequence[str], targets: Sequence[str],
                         work: Path, dev: str, progress: bool, doc: dict[str, Any],
                         lines: list[dict[str, Any]], seconds: dict[str, float]) -> None:
     """Rank each record's target among its sampled negatives by log P(answer | prompt)."""
@@ -351,17 +348,21 @@ def _rank_by_likelihood(lm: Any, tok: Any, test: Sequence[Mapping], idx: np.ndar
     if eos is None:
         raise GoracsError("the tokenizer has no end-of-sequence token; an answer's likelihood "
                           "includes its end")
+
+    def candidate_ids(j: int, titles: Sequence[str]) -> list[list[int]]:
+        """Token ids of each title's answer after record ``j``'s prompt, with its end."""
+        return [a + [int(eos)] for a in
+                answer_tokens(tok, prompts[j], [before + t + after for t in titles])]
+
     t1 = time.perf_counter()
-    _check_packed_scoring(lm, tok, prompts[0], [before + c + after for c in
-                                                [targets[0], *test[0]["negatives"][:2]]],
-                          int(eos), dev)
+    _check_packed_scoring(lm, tok, prompts[0],
+                          candidate_ids(0, [targets[0], *test[0]["negatives"][:2]]), dev)
 
     def score_chunk(s: int, e: int) -> np.ndarray:
         out = []
         for j in range(s, e):
             cands = [targets[j], *test[j]["negatives"]]
-            seqs = [a + [int(eos)] for a in
-                    answer_tokens(tok, prompts[j], [before + c + after for c in cands])]
+            seqs = candidate_ids(j, cands)
             ll = answer_log_likelihoods(lm, tok, prompts[j], seqs, dev)
             # Higher likelihood ranks first: rank by the negated log-likelihood as a distance.
             rank = M.rank_among_titles(-ll, cands, targets[j])
@@ -375,10 +376,6 @@ def _rank_by_likelihood(lm: Any, tok: Any, test: Sequence[Mapping], idx: np.ndar
     seconds["score"] = round(time.perf_counter() - t1, 3)
     rank_sampled = [int(r) for r in scored[:, 1]]
     doc["metrics"] = {"sampled": M.ranking_metrics(rank_sampled), "full": None}
-    known = set(catalogue)
-    doc["catalogue"] = {"items": len(catalogue), "distinct_titles": len(known),
-                        "targets_missing": sum(1 for t in targets if t not in known),
-                        "negatives_per_sample": len(test[0]["negatives"])}
     for j, i in enumerate(idx):
         lines.append({"index": int(i), "user": test[j].get("user"), "target": targets[j],
                       "target_log_likelihood": float(scored[j, 0]),
