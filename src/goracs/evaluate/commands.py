@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from goracs.features.samples import check_task, read_task
+from goracs.threads import add_threads_option, apply_threads
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +38,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--embed-batch-size", type=int, default=32, help="titles per forward pass")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_threads_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_evaluate)
@@ -50,6 +52,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                             max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
                             embed_batch_size=args.embed_batch_size, dtype=args.dtype,
                             decoding=args.decoding, ranking=args.ranking).validate()
+    apply_threads(args.threads)
     doc = evaluate(args.data, task, args.out, settings, model=args.model, adapter=args.adapter,
                    device=args.device, progress=not args.quiet)
     m = doc["metrics"]

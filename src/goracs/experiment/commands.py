@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 
-from goracs.errors import GoracsError
+from goracs.threads import add_threads_option, apply_threads
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -30,9 +30,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="override the config's model (a folder or hub id)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"],
                    help="override the config's device")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads for torch (default: torch's own choice; on a machine "
-                   "other jobs share, 1 avoids the stalls of oversubscribed threads)")
+    add_threads_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_experiment)
 
@@ -53,13 +51,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.device:
         cfg = replace(cfg, device=args.device)
     filters = parse_filters(args.only)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise GoracsError(f"--threads must be at least 1, got {args.threads}")
-        if not args.dry_run:
-            import torch
-
-            torch.set_num_threads(args.threads)
+    apply_threads(args.threads, dry_run=args.dry_run)
     out = args.out or str(default_out(cfg))
     # the command as the report names it: what decides the results, not how much was run
     command = ["goracs", "experiment", args.config]

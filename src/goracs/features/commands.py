@@ -7,6 +7,7 @@ import sys
 
 from goracs.errors import GoracsError
 from goracs.models import PACKAGED_ENCODER, PACKAGED_LLM
+from goracs.threads import add_threads_option, apply_threads
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -61,6 +62,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", metavar="DEV",
                    help="cpu (default), cuda[:N] or auto (a GPU when there is one); results "
                         "agree with the CPU's to float rounding and share its cache")
+    add_threads_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_features)
 
@@ -82,6 +84,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     if not targets:
         raise GoracsError("--lora-targets names no module")
     pick_device(args.device)  # an unknown or missing device fails before any work
+    apply_threads(args.threads)
     settings = FeatureSettings(
         task=args.task, encoder=args.encoder, encoder_batch_size=args.encoder_batch_size,
         encoder_max_length=args.encoder_max_length, encoder_dtype=args.encoder_dtype,

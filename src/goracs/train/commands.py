@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from goracs.features.samples import load_records
+from goracs.threads import add_threads_option, apply_threads
 from goracs.train.settings import PRESETS, preset
 
 
@@ -59,6 +60,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["fp32", "bf16"])
     p.add_argument("--warm-start", metavar="ADAPTER", help="peft adapter to continue from")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_threads_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_finetune)
 
@@ -75,6 +77,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         seed=args.seed, early_stopping=args.early_stopping, max_valid=args.max_valid,
         dtype=args.dtype,
     ).validate()
+    apply_threads(args.threads)
     train = load_records(args.data)
     valid = load_records(args.valid) if args.valid else None
     manifest = finetune(train, args.out, settings, model=args.model, valid_records=valid,
