@@ -1,4 +1,4 @@
-"""Reading a CTR record's history back from its prompt."""
+"""Reading a record's history back from its prompt (CTR and SeqRec)."""
 
 import pytest
 
@@ -29,3 +29,14 @@ def test_other_wordings_fail_in_one_line():
         ctr_history({"input": "The user has watched the following movies before: \"A\""})
     with pytest.raises(GoracsError, match="unquoted"):
         ctr_history({"input": "User Preference: A, B\nUser Unpreference: "})
+
+
+def test_seqrec_history_reads_back_the_quoted_list():
+    from goracs.data.prompts import seqrec_history, seqrec_record
+
+    titles = ["Toy Story (1995)", "Crying Game, The (1992)", "M (1931)"]
+    rec = seqrec_record(DOMAINS["books"], titles, "Se7en (1995)", "u", 1)
+    assert seqrec_history(rec) == titles
+    assert seqrec_history(seqrec_record(DOMAINS["movies"], [], "X (1)", "u", 1)) == []
+    with pytest.raises(GoracsError, match="not a SeqRec record"):
+        seqrec_history({"input": "User Preference: \"A (1)\""})

@@ -81,6 +81,21 @@ def ctr_record(domain: Domain, history: Sequence[str], history_liked: Sequence[b
     }
 
 
+def seqrec_history(record: dict[str, Any]) -> list[str]:
+    """The history titles of a :func:`seqrec_record`, read back from its ``input`` (the
+    inverse of the quoted list after the colon). A record in another wording fails."""
+    text = str(record.get("input", ""))
+    head, sep, body = text.partition(" before: ")
+    if not sep or not head.startswith("The user has "):
+        raise GoracsError("not a SeqRec record in goracs's wording (no 'The user has ... "
+                          "before:' list)")
+    if not body:
+        return []
+    if not (body.startswith('"') and body.endswith('"')):
+        raise GoracsError(f"unquoted history list in a SeqRec record: {body[:60]!r}")
+    return body[1:-1].split('", "')
+
+
 def ctr_history(record: dict[str, Any]) -> tuple[list[str], list[str]]:
     """The liked and disliked history titles of a :func:`ctr_record`, read back from its
     ``input`` (the inverse of the two quoted lists). A record in another wording fails."""

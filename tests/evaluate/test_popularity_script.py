@@ -1,0 +1,74 @@
+"""scripts/seqrec_popularity_baseline.py on a hand-made SeqRec folder."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from goracs.data.prompts import DOMAINS, seqrec_record
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "seqrec_popularity_baseline.py"
+MOVIES = DOMAINS["movies"]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("seqrec_popularity_baseline", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    # counts in train.json: A 3, B 2, C 1, D 0 (E is not in the catalogue)
+    train = [seqrec_record(MOVIES, ["A (1)", "B (2)"], "A (1)", "u1", 1),
+             seqrec_record(MOVIES, ["A (1)"], "B (2)", "u2", 2),
+             seqrec_record(MOVIES, [], "C (3)", "u3", 3)]
+    test = []
+    for k, (target, negs) in enumerate([("A (1)", ["B (2)", "C (3)"]),   # rank 0
+                                        ("C (3)", ["A (1)", "D (4)"]),   # rank 1
+                                        ("D (4)", ["C (3)", "B (2)"]),   # rank 2
+                                        ("E (5)", ["D (4)", "A (1)"])]):  # tie with D: rank 2
+        rec = seqrec_record(MOVIES, ["A (1)"], target, f"t{k}", 10 + k)
+        rec["negatives"] = negs
+        test.append(rec)
+    for name, recs in (("train", train), ("test", test)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(recs))
+    (tmp_path / "items.json").write_text(json.dumps(["A (1)", "B (2)", "C (3)", "D (4)"]))
+    return tmp_path
+
+
+def test_counts_ranks_and_outputs(folder: Path, tmp_path: Path, capsys):
+    mod = _script()
+    out = tmp_path / "pop"
+    assert mod.main([str(folder), "--out", str(out)]) == 0
+    # HR@20 1; NDCG@10 = (1 + 1/log2(3) + 2 * 1/log2(4)) / 4
+    ndcg = (1 + 1 / 1.5849625007211562 + 2 * 0.5) / 4
+    assert f"| (whole test.json) | 4 | | {ndcg:.4f} | | 1.0000 | |" in capsys.readouterr().out
+    rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["rank_sampled"] for r in rows] == [0, 1, 2, 2]
+    assert [r["rank_full"] for r in rows] == [0, 2, 3, None]  # E is not in the catalogue
+    assert [r["count"] for r in rows] == [3, 1, 0, 0]
+    m = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert m["sampled"]["NDCG@10"] == pytest.approx(ndcg)
+    assert m["full"]["HR@1"] == 0.25
+
+
+def test_model_row_on_the_samples_it_scored(folder: Path, capsys):
+    pred = folder / "predictions.jsonl"
+    # the model ranks samples 0, 1, 2 the other way round from the rule (2, 1, 0): r = -1
+    pred.write_text("".join(json.dumps({"index": i, "target": t, "rank_sampled": r}) + "\n"
+                            for i, t, r in [(0, "A (1)", 2), (1, "C (3)", 1), (2, "D (4)", 0)]))
+    assert _script().main([str(folder), str(pred)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1] == "3" and cells[2] == cells[3] and cells[6] == "-1.00"
+
+
+def test_predictions_of_another_folder_fail_in_one_line(folder: Path, capsys):
+    pred = folder / "p.jsonl"
+    pred.write_text(json.dumps({"index": 0, "target": "Z (9)", "rank_sampled": 0}) + "\n")
+    assert _script().main([str(folder), str(pred)]) == 2
+    err = capsys.readouterr().err
+    assert "targets differ" in err and err.count("\n") == 1
