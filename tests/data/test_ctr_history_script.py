@@ -1,21 +1,11 @@
 """scripts/ctr_history_baseline.py on a hand-made CTR folder."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from goracs.data.prompts import DOMAINS, ctr_record
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "ctr_history_baseline.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("ctr_history_baseline", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture
@@ -30,8 +20,8 @@ def folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_rule_and_model_on_the_scored_samples(folder: Path, capsys):
-    mod = _script()
+def test_rule_and_model_on_the_scored_samples(folder: Path, capsys, load_script):
+    mod = load_script("ctr_history_baseline")
     assert mod.main([str(folder)]) == 0
     assert "| (whole test.json) | 4 | | 1.0000 | |" in capsys.readouterr().out
     # a model scoring samples 0, 1, 3 against the rule's order: AUC 0, correlation -1
@@ -44,9 +34,9 @@ def test_rule_and_model_on_the_scored_samples(folder: Path, capsys):
     assert cells[1:4] == ["3", "0.0000", "1.0000"] and cells[4] == "-0.98"  # r = -0.982
 
 
-def test_predictions_of_another_folder_fail_in_one_line(folder: Path, capsys):
+def test_predictions_of_another_folder_fail_in_one_line(folder: Path, capsys, load_script):
     pred = folder / "p.jsonl"
     pred.write_text(json.dumps({"index": 0, "label": 1, "p_yes": 0.5}) + "\n")
-    assert _script().main([str(folder), str(pred)]) == 2
+    assert load_script("ctr_history_baseline").main([str(folder), str(pred)]) == 2
     err = capsys.readouterr().err
     assert "labels differ" in err and err.count("\n") == 1

@@ -1,6 +1,5 @@
 """Paired comparisons of two runs against examples worked out by hand, and the script."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -9,8 +8,6 @@ import numpy as np
 import pytest
 
 from goracs.evaluate import compare as C
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compare_predictions.py"
 
 
 def test_paired_hr_difference_by_hand():
@@ -76,12 +73,6 @@ def test_paired_auc_bootstrap_is_seeded():
         C.paired_auc_difference(y, a, b[:10])
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("compare_predictions", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def _write(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,11 +85,11 @@ def _seqrec(ranks: list[int | None]) -> list[dict]:
              "rank_full": None if r is None else r * 10} for i, r in enumerate(ranks)]
 
 
-def test_script_compares_seqrec_runs(tmp_path, capsys):
+def test_script_compares_seqrec_runs(tmp_path, capsys, load_script):
     a = _write(tmp_path / "zs" / "predictions.jsonl", _seqrec([0, 3, None, 12]))
     # same samples, other line order: matched by index
     b = _write(tmp_path / "ft" / "predictions.jsonl", list(reversed(_seqrec([1, 0, 5, None]))))
-    assert _script().main([str(a), str(b), "--k", "10"]) == 0
+    assert load_script("compare_predictions").main([str(a), str(b), "--k", "10"]) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if "| sampled.HR@10 |" in x)
     assert line.split("|")[1:-1] == [" zs ", " ft ", " sampled.HR@10 ", " 0.5000 ", " 0.7500 ",
@@ -108,17 +99,17 @@ def test_script_compares_seqrec_runs(tmp_path, capsys):
     assert " +0.0000 " in full and " 1 / 1 " in full
 
 
-def test_script_skips_a_protocol_neither_run_scored(tmp_path, capsys):
+def test_script_skips_a_protocol_neither_run_scored(tmp_path, capsys, load_script):
     # Likelihood-ranked runs have sampled ranks only.
     rows = [{**r, "rank_full": None} for r in _seqrec([0, 3, 40])]
     a = _write(tmp_path / "a" / "predictions.jsonl", rows)
     b = _write(tmp_path / "b" / "predictions.jsonl", [{**r, "rank_sampled": 0} for r in rows])
-    assert _script().main([str(a), str(b), "--k", "10"]) == 0
+    assert load_script("compare_predictions").main([str(a), str(b), "--k", "10"]) == 0
     out = capsys.readouterr().out
     assert "| sampled.HR@10 |" in out and "full." not in out
 
 
-def test_script_compares_ctr_runs(tmp_path, capsys):
+def test_script_compares_ctr_runs(tmp_path, capsys, load_script):
     y = [0, 0, 1, 1]
     a = _write(tmp_path / "a" / "predictions.jsonl",
                [{"index": i, "label": v, "p_yes": p} for i, (v, p) in
@@ -126,18 +117,18 @@ def test_script_compares_ctr_runs(tmp_path, capsys):
     b = _write(tmp_path / "b" / "predictions.jsonl",
                [{"index": i, "label": v, "p_yes": p} for i, (v, p) in
                 enumerate(zip(y, [0.1, 0.2, 0.8, 0.9], strict=True))])
-    assert _script().main([str(a), str(b), "--n-boot", "50"]) == 0
+    assert load_script("compare_predictions").main([str(a), str(b), "--n-boot", "50"]) == 0
     out = capsys.readouterr().out
     assert "| a | b | 4 | 0.0000 | 1.0000 | +1.0000 | 0.0000 | [+1.0000, +1.0000] |" in out
 
 
-def test_script_rejects_unpaired_or_mixed_files(tmp_path, capsys):
+def test_script_rejects_unpaired_or_mixed_files(tmp_path, capsys, load_script):
     a = _write(tmp_path / "a" / "predictions.jsonl", _seqrec([0, 1, 2]))
     b = _write(tmp_path / "b" / "predictions.jsonl", _seqrec([0, 1]))
     c = _write(tmp_path / "c" / "predictions.jsonl", [{"index": 0, "label": 1, "p_yes": 0.5}])
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
-    mod = _script()
+    mod = load_script("compare_predictions")
     for argv in ([str(a), str(b)], [str(a), str(c)], [str(a), str(bad)], [str(a)]):
         assert mod.main(argv) == 2
         err = capsys.readouterr().err.strip()

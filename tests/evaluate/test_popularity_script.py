@@ -1,6 +1,5 @@
 """scripts/seqrec_popularity_baseline.py on a hand-made SeqRec folder."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,15 +7,8 @@ import pytest
 
 from goracs.data.prompts import DOMAINS, seqrec_record
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "seqrec_popularity_baseline.py"
 MOVIES = DOMAINS["movies"]
 
-
-def _script():
-    spec = importlib.util.spec_from_file_location("seqrec_popularity_baseline", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture
@@ -39,8 +31,8 @@ def folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_counts_ranks_and_outputs(folder: Path, tmp_path: Path, capsys):
-    mod = _script()
+def test_counts_ranks_and_outputs(folder: Path, tmp_path: Path, capsys, load_script):
+    mod = load_script("seqrec_popularity_baseline")
     out = tmp_path / "pop"
     assert mod.main([str(folder), "--out", str(out)]) == 0
     # HR@20 1; NDCG@10 = (1 + 1/log2(3) + 2 * 1/log2(4)) / 4
@@ -55,20 +47,20 @@ def test_counts_ranks_and_outputs(folder: Path, tmp_path: Path, capsys):
     assert m["full"]["HR@1"] == 0.25
 
 
-def test_model_row_on_the_samples_it_scored(folder: Path, capsys):
+def test_model_row_on_the_samples_it_scored(folder: Path, capsys, load_script):
     pred = folder / "predictions.jsonl"
     # the model ranks samples 0, 1, 2 the other way round from the rule (2, 1, 0): r = -1
     pred.write_text("".join(json.dumps({"index": i, "target": t, "rank_sampled": r}) + "\n"
                             for i, t, r in [(0, "A (1)", 2), (1, "C (3)", 1), (2, "D (4)", 0)]))
-    assert _script().main([str(folder), str(pred)]) == 0
+    assert load_script("seqrec_popularity_baseline").main([str(folder), str(pred)]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[1] == "3" and cells[2] == cells[3] and cells[6] == "-1.00"
 
 
-def test_predictions_of_another_folder_fail_in_one_line(folder: Path, capsys):
+def test_predictions_of_another_folder_fail_in_one_line(folder: Path, capsys, load_script):
     pred = folder / "p.jsonl"
     pred.write_text(json.dumps({"index": 0, "target": "Z (9)", "rank_sampled": 0}) + "\n")
-    assert _script().main([str(folder), str(pred)]) == 2
+    assert load_script("seqrec_popularity_baseline").main([str(folder), str(pred)]) == 2
     err = capsys.readouterr().err
     assert "targets differ" in err and err.count("\n") == 1
