@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
+from goracs.errors import GoracsError
 from goracs.select import GORACS, SelectionData, class_budgets
 from goracs.select.cost import pairwise_distances, poo_cost
 from goracs.select.greedy import greedy_init, naive_greedy, relaxed_objective
@@ -220,6 +221,24 @@ def test_label_enhanced_selection_respects_class_budgets():
         chosen = np.flatnonzero(np.isin(rows, sel.indices_))
         cost = poo_cost(te[rows], ve[cols], g[rows], 0.5)
         assert per[k]["poo"] == pytest.approx(poo_value(cost, chosen), abs=1e-12)
+
+
+def test_per_class_false_ignores_the_labels():
+    te, ve, g = instance(9, n_train=120, n_valid=50)
+    tl = np.random.default_rng(9).integers(0, 2, size=120)
+    vl = np.array([0] * 40 + [1] * 10)
+    labelled = SelectionData(train_emb=te, valid_emb=ve, grad_norms=g, train_labels=tl,
+                             valid_labels=vl)
+    pooled = GORACS(budget=10, lam=0.5, max_iters=20, candidates=4, per_class=False)
+    plain = GORACS(budget=10, lam=0.5, max_iters=20, candidates=4)
+    a = pooled.fit(labelled)
+    b = plain.fit(SelectionData(train_emb=te, valid_emb=ve, grad_norms=g))
+    np.testing.assert_array_equal(a.indices_, b.indices_)
+    assert a.objective_ == b.objective_ and "classes" not in a.info_
+    by_class = GORACS(budget=10, lam=0.5, max_iters=20, candidates=4).fit(labelled)
+    assert [int((tl[by_class.indices_] == k).sum()) for k in (0, 1)] == [8, 2]
+    with pytest.raises(GoracsError, match="per-class"):
+        GORACS(budget=10, per_class="no").fit(labelled)
 
 
 def test_ablations():

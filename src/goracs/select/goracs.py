@@ -56,6 +56,9 @@ class GORACS(Selector):
         (0: stop only when a round finds no improving swap, as the reference does).
     time_limit : seconds of refinement at most (None: no limit; a limit makes the result
         depend on machine speed, so it is off by default).
+    per_class : with class labels in the data, select within each class with budgets in
+        proportion to the validation classes (label-enhanced GORACS); False ignores the labels
+        and selects over the whole pool at once.
     """
 
     name = "goracs"
@@ -75,6 +78,7 @@ class GORACS(Selector):
         patience: int | None = 30,
         tol: float = 1e-4,
         time_limit: float | None = None,
+        per_class: bool = True,
     ) -> None:
         super().__init__(budget, seed)
         self.lam = lam
@@ -87,6 +91,7 @@ class GORACS(Selector):
         self.patience = patience
         self.tol = tol
         self.time_limit = time_limit
+        self.per_class = per_class
 
     def _check_params(self, data: SelectionData) -> None:
         if not np.isfinite(self.lam) or self.lam < 0:
@@ -105,11 +110,13 @@ class GORACS(Selector):
             raise GoracsError(f"tol must be in [0, 1), got {self.tol}")
         if self.max_iters is not None and self.max_iters < 0:
             raise GoracsError(f"max-iters must be >= 0, got {self.max_iters}")
+        if not isinstance(self.per_class, bool):
+            raise GoracsError(f"per-class must be true or false, got {self.per_class!r}")
 
     def _select(self, data: SelectionData) -> None:
         self._check_params(data)
         assert data.train_emb is not None and data.valid_emb is not None
-        if data.train_labels is None:
+        if data.train_labels is None or not self.per_class:
             out = self._run_itra(data.train_emb, data.valid_emb, data.grad_norms, self.budget)
             self.indices_ = out["indices"]
             self.objective_ = out["poo"]
