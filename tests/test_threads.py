@@ -27,6 +27,7 @@ def test_zero_threads_is_a_one_line_error_before_any_work(argv, tmp_path, monkey
 def test_threads_reach_torch():
     before = torch.get_num_threads()
     try:
+        torch.set_num_threads(2)
         apply_threads(1)
         assert torch.get_num_threads() == 1
         apply_threads(None)
