@@ -20,8 +20,12 @@ def test_every_task_has_its_triple():
 
 
 def test_likelihood_runs_are_there():
-    assert {p.name for p in LIKELIHOOD} == {f"ml1m-seqrec-{k}"
-                                            for k in ("zeroshot", "random", "goracs")}
+    triple = {f"ml1m-seqrec-{k}" for k in ("zeroshot", "random", "goracs")}
+    sets = sorted({p.parent for p in LIKELIHOOD})
+    assert sets, "no likelihood-* folder"
+    for folder in sets:     # every likelihood-* folder holds the whole triple, nothing else
+        assert {p.name for p in LIKELIHOOD if p.parent == folder} == triple, folder.name
+        assert (folder / "README.md").is_file(), folder.name
 
 
 @pytest.mark.parametrize("folder", FOLDERS + LIKELIHOOD,
@@ -41,3 +45,29 @@ def test_metrics_recompute_from_predictions(folder: Path):
                 continue
             got = ranking_metrics([r[f"rank_{proto}"] for r in rows])
             assert got == pytest.approx(m[proto], abs=1e-9)
+
+
+@pytest.mark.parametrize("config", sorted(RUNS.glob("*.toml")), ids=lambda p: p.name)
+def test_committed_configs_load(config: Path):
+    from goracs.experiment.config import load_config
+
+    cfg = load_config(str(config))
+    assert cfg.tasks
+
+
+def test_likelihood_config_reuses_the_grounding_triple(tmp_path: Path):
+    """seqrec-256-likelihood.toml scores the adapters seqrec-256.toml trains: the two plans
+    share every folder but the evaluation's."""
+    from goracs.experiment.config import load_config
+    from goracs.experiment.plan import build_plan
+
+    def runs(name: str) -> dict[str, object]:
+        groups = build_plan(load_config(str(RUNS / name)), tmp_path)
+        return {r.method: r for g in groups for r in g.runs}
+
+    a, b = runs("seqrec-256.toml"), runs("seqrec-256-likelihood.toml")
+    assert set(a) == set(b) == {"zero-shot", "random", "goracs"}
+    for method in a:
+        assert (a[method].data_dir, a[method].select_dir, a[method].finetune_dir) == \
+            (b[method].data_dir, b[method].select_dir, b[method].finetune_dir)
+        assert a[method].eval_dir != b[method].eval_dir
