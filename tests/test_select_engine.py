@@ -238,7 +238,22 @@ def test_per_class_false_ignores_the_labels():
     by_class = GORACS(budget=10, lam=0.5, max_iters=20, candidates=4).fit(labelled)
     assert [int((tl[by_class.indices_] == k).sum()) for k in (0, 1)] == [8, 2]
     with pytest.raises(GoracsError, match="per-class"):
-        GORACS(budget=10, per_class="no").fit(labelled)
+        GORACS(budget=10, per_class="no")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"lam": -1.0}, "lambda must be"), ({"lam": float("nan")}, "lambda must be"),
+    ({"lam": "0.5"}, "lambda must be"), ({"candidates": 0}, "candidates must be"),
+    ({"candidates": 2.5}, "candidates must be"), ({"patience": 0}, "patience must be"),
+    ({"medoid_rounds": -1}, "medoid-rounds must be"), ({"max_iters": -1}, "max-iters must be"),
+    ({"swaps_per_round": 0}, "swaps-per-round must be"), ({"tol": 1.0}, "tol must be"),
+    ({"time_limit": 0}, "time-limit must be"), ({"init_stop": "never"}, "init-stop must be"),
+    ({"refine_steps": 1}, "refine-steps must be"), ({"per_class": 1}, "per-class must be"),
+])
+def test_goracs_settings_fail_at_construction(kwargs, message):
+    with pytest.raises(GoracsError, match=message):
+        GORACS(budget=10, **kwargs)
+    GORACS(budget=10)           # the defaults pass
 
 
 def test_ablations():

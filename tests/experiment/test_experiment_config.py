@@ -83,6 +83,9 @@ def _set(doc: dict, path: str, value) -> dict:
     ("params.stratified.n_clusters", 0, r"^params\.stratified: n_clusters must be an "
                                         r"integer >= 1"),
     ("task.ctr.params.magic.x", 1, r"^task\.ctr\.params\.magic: unknown method"),
+    ("params.goracs.per_class", 3, r"^params\.goracs: per-class must be true or false"),
+    ("task.ctr.params.goracs.lam", -0.5, r"^task\.ctr\.params\.goracs: lambda must be"),
+    ("params.goracs.candidates", 0, r"^params\.goracs: candidates must be an integer >= 1"),
     ("datasets", ["netflix"], r"^datasets: unknown dataset 'netflix'"),
     ("tasks", ["ctr", "seqrec"], r"^task\.seqrec: missing"),
     ("seeds", [0, 0], r"^seeds: values repeat"),

@@ -3,6 +3,7 @@ its label-enhanced form (method.md sections 3-5)."""
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,14 @@ def class_budgets(valid_labels: np.ndarray, budget: int) -> dict[int, int]:
     order = np.lexsort((classes, -(exact - base)))
     base[order[:short]] += 1
     return {int(c): int(b) for c, b in zip(classes, base, strict=True)}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 @register
@@ -92,26 +101,37 @@ class GORACS(Selector):
         self.tol = tol
         self.time_limit = time_limit
         self.per_class = per_class
+        self._check_settings()
 
-    def _check_params(self, data: SelectionData) -> None:
-        if not np.isfinite(self.lam) or self.lam < 0:
-            raise GoracsError(f"lambda must be a finite number >= 0, got {self.lam}")
-        if self.lam > 0 and data.grad_norms is None:
-            raise GoracsError("lambda > 0 needs gradient norms (--grad-norms)")
+    def _check_settings(self) -> None:
+        """The checks that need no data, run at construction (as the baselines do), so that a
+        bad value stops a CLI call or an experiment config before any work."""
+        if not _is_real(self.lam) or not np.isfinite(self.lam) or self.lam < 0:
+            raise GoracsError(f"lambda must be a finite number >= 0, got {self.lam!r}")
+        for name, value, low in (("candidates", self.candidates, 1),
+                                 ("patience", self.patience, 1),
+                                 ("medoid-rounds", self.medoid_rounds, 0),
+                                 ("max-iters", self.max_iters, 0),
+                                 ("swaps-per-round", self.swaps_per_round, 1)):
+            if value is None and name in ("patience", "max-iters", "swaps-per-round"):
+                continue
+            if not _is_int(value) or value < low:
+                raise GoracsError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not _is_real(self.tol) or not 0 <= self.tol < 1:
+            raise GoracsError(f"tol must be in [0, 1), got {self.tol!r}")
+        if self.time_limit is not None and (not _is_real(self.time_limit)
+                                            or not self.time_limit > 0):
+            raise GoracsError(f"time-limit must be a number > 0, got {self.time_limit!r}")
         if self.init_stop not in STOP_RULES:
             raise GoracsError(f"init-stop must be one of {', '.join(STOP_RULES)}")
-        if self.candidates < 1:
-            raise GoracsError(f"candidates must be >= 1, got {self.candidates}")
-        if self.patience is not None and self.patience < 1:
-            raise GoracsError(f"patience must be >= 1, got {self.patience}")
-        if self.medoid_rounds < 0:
-            raise GoracsError(f"medoid-rounds must be >= 0, got {self.medoid_rounds}")
-        if not 0 <= self.tol < 1:
-            raise GoracsError(f"tol must be in [0, 1), got {self.tol}")
-        if self.max_iters is not None and self.max_iters < 0:
-            raise GoracsError(f"max-iters must be >= 0, got {self.max_iters}")
-        if not isinstance(self.per_class, bool):
-            raise GoracsError(f"per-class must be true or false, got {self.per_class!r}")
+        for name in ("refine_steps", "per_class"):
+            if not isinstance(getattr(self, name), bool):
+                raise GoracsError(f"{name.replace('_', '-')} must be true or false, got "
+                                  f"{getattr(self, name)!r}")
+
+    def _check_params(self, data: SelectionData) -> None:
+        if self.lam > 0 and data.grad_norms is None:
+            raise GoracsError("lambda > 0 needs gradient norms (--grad-norms)")
 
     def _select(self, data: SelectionData) -> None:
         self._check_params(data)
@@ -268,6 +288,8 @@ class GORACSIndividual(Selector):
     def __init__(self, budget: int, seed: int = 0, lam: float = 0.5) -> None:
         super().__init__(budget, seed)
         self.lam = lam
+        if not _is_real(lam) or not np.isfinite(lam) or lam < 0:
+            raise GoracsError(f"lambda must be a finite number >= 0, got {lam!r}")
 
     def _select(self, data: SelectionData) -> None:
         assert data.train_emb is not None and data.valid_emb is not None
