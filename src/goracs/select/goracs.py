@@ -3,13 +3,13 @@ its label-enhanced form (method.md sections 3-5)."""
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 
 from goracs.errors import GoracsError
 from goracs.select.base import SelectionData, Selector, register
+from goracs.select.baselines.params import check_int, check_real
 from goracs.select.cost import poo_cost
 from goracs.select.greedy import STOP_RULES, greedy_init, relaxed_objective
 from goracs.select.medoid import alternate
@@ -32,14 +32,6 @@ def class_budgets(valid_labels: np.ndarray, budget: int) -> dict[int, int]:
     order = np.lexsort((classes, -(exact - base)))
     base[order[:short]] += 1
     return {int(c): int(b) for c, b in zip(classes, base, strict=True)}
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_real(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 @register
@@ -106,21 +98,16 @@ class GORACS(Selector):
     def _check_settings(self) -> None:
         """The checks that need no data, run at construction (as the baselines do), so that a
         bad value stops a CLI call or an experiment config before any work."""
-        if not _is_real(self.lam) or not np.isfinite(self.lam) or self.lam < 0:
-            raise GoracsError(f"lambda must be a finite number >= 0, got {self.lam!r}")
-        for name, value, low in (("candidates", self.candidates, 1),
-                                 ("patience", self.patience, 1),
-                                 ("medoid-rounds", self.medoid_rounds, 0),
+        check_real("lambda", self.lam)
+        check_int("candidates", self.candidates)
+        check_int("medoid-rounds", self.medoid_rounds, 0)
+        for name, value, low in (("patience", self.patience, 1),       # None: no limit
                                  ("max-iters", self.max_iters, 0),
                                  ("swaps-per-round", self.swaps_per_round, 1)):
-            if value is None and name in ("patience", "max-iters", "swaps-per-round"):
-                continue
-            if not _is_int(value) or value < low:
-                raise GoracsError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not _is_real(self.tol) or not 0 <= self.tol < 1:
-            raise GoracsError(f"tol must be in [0, 1), got {self.tol!r}")
-        if self.time_limit is not None and (not _is_real(self.time_limit)
-                                            or not self.time_limit > 0):
+            if value is not None:
+                check_int(name, value, low)
+        check_real("tol", self.tol, 0.0, 1.0, high_open=True)
+        if self.time_limit is not None and check_real("time-limit", self.time_limit) == 0:
             raise GoracsError(f"time-limit must be a number > 0, got {self.time_limit!r}")
         if self.init_stop not in STOP_RULES:
             raise GoracsError(f"init-stop must be one of {', '.join(STOP_RULES)}")
@@ -288,8 +275,7 @@ class GORACSIndividual(Selector):
     def __init__(self, budget: int, seed: int = 0, lam: float = 0.5) -> None:
         super().__init__(budget, seed)
         self.lam = lam
-        if not _is_real(lam) or not np.isfinite(lam) or lam < 0:
-            raise GoracsError(f"lambda must be a finite number >= 0, got {lam!r}")
+        check_real("lambda", lam)
 
     def _select(self, data: SelectionData) -> None:
         assert data.train_emb is not None and data.valid_emb is not None
