@@ -13,6 +13,8 @@ from goracs.data import (
     sample_negatives,
     split_sizes,
     subsample_train,
+    top_user_share,
+    user_time_split,
 )
 from goracs.errors import GoracsError
 
@@ -191,3 +193,152 @@ def test_meta_counts_per_split():
     for name in ("train", "valid", "test"):
         recs = p.splits[name]
         assert c["splits"][name]["users"] == len({r["user"] for r in recs})
+
+
+# -- user-time split --------------------------------------------------------------------------
+
+def tied_table(seed: int = 5, n_users: int = 30) -> Interactions:
+    """Users with 1-25 interactions over only 40 distinct times: many ties in time, within
+    and across users, and (with max_history 3) users too short for any window, for a
+    validation window or for a training window."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 26, size=n_users)
+    # With max_history 3: 1 interaction gives no window, 3 give one, 5 give two, 6 three.
+    sizes[:4] = [1, 3, 5, 6]
+    rows = []
+    for u in range(n_users):
+        for it in rng.choice(60, size=int(sizes[u]), replace=False):
+            rows.append((f"u{u:02d}", f"item{it:02d}", float(rng.integers(1, 6)),
+                         int(rng.integers(0, 40))))
+    u, t, r, s = zip(*rows, strict=True)
+    return Interactions.from_columns(u, t, r, s)
+
+
+def test_user_time_split_on_the_tiny_table():
+    # max_history=1, windows in global order: k0 row 0 (u1), k1 row 1 (u2), k2 row 3 (u1),
+    # k3 row 6 (u2), k4 row 7 (u1). u1's sequence: rows 0, 3, 7; u2's: rows 1, 6.
+    t = tiny()
+    win = build_windows(t, 1)
+    pool, valid, test = user_time_split(win, t.user_idx[win.target_rows()])
+    assert (pool.tolist(), valid.tolist(), test.tolist()) == ([0], [1, 2], [3, 4])
+    p = build_prepared(t, "ctr", DOMAINS["movies"], max_history=1, split="user-time")
+    assert [(r["user"], r["target"]) for r in p.splits["train"]] == [("u1", "X")]
+    assert [(r["user"], r["target"]) for r in p.splits["valid"]] == [("u2", "Y"), ("u1", "Z")]
+    assert [(r["user"], r["target"]) for r in p.splits["test"]] == [("u2", "W"), ("u1", "W")]
+    assert p.meta["split"] == p.meta["sizes"]["split"] == "user-time"
+    c = p.meta["counts"]
+    assert (c["train_pool"], c["valid_candidates"], c["test_candidates"]) == (1, 2, 2)
+    assert c["splits"]["valid"]["top5_share"] == 1.0
+
+
+def test_user_time_split_orders_each_user_and_partitions_the_windows():
+    t = tied_table()
+    win = build_windows(t, 3)
+    users = t.user_idx[win.target_rows()]
+    pool, valid, test = user_time_split(win, users)
+    for part in (pool, valid, test):
+        assert (np.diff(part) > 0).all()  # ascending window index = global time order
+    assert sorted(np.concatenate([pool, valid, test]).tolist()) == list(range(len(win)))
+    n_windows = np.bincount(users, minlength=t.n_users)
+    assert np.bincount(users[test], minlength=t.n_users).tolist() == (n_windows >= 1).tolist()
+    assert np.bincount(users[valid], minlength=t.n_users).tolist() == (n_windows >= 2).tolist()
+    assert (n_windows == 1).any() and (n_windows == 2).any() and (n_windows >= 3).any()
+    stamps = t.timestamp[win.target_rows()]
+    for u in np.flatnonzero(n_windows):
+        mine = np.flatnonzero(users == u)
+        last = mine[np.argmax(win.pos[mine])]
+        assert test[users[test] == u].tolist() == [last]
+        if n_windows[u] < 2:
+            continue
+        v = int(valid[users[valid] == u][0])
+        before = pool[users[pool] == u]
+        # By position in the user's sequence: strictly before; by time: never after.
+        assert (win.pos[before] < win.pos[v]).all() and win.pos[v] < win.pos[last]
+        assert (stamps[before] <= stamps[v]).all() and stamps[v] <= stamps[last]
+        assert len(before) == n_windows[u] - 2
+
+
+def test_user_time_valid_and_test_subsets_are_seeded_one_per_user():
+    t = tied_table()
+    kw = {"max_history": 3, "split": "user-time", "valid_size": 6, "test_size": 8,
+          "max_train": 20}
+    a = build_prepared(t, "ctr", DOMAINS["movies"], seed=4, **kw)
+    b = build_prepared(t, "ctr", DOMAINS["movies"], seed=4, **kw)
+    other = build_prepared(t, "ctr", DOMAINS["movies"], seed=5, **kw)
+    assert a.splits == b.splits
+    for name, size in (("valid", 6), ("test", 8)):
+        recs = a.splits[name]
+        assert len(recs) == len({r["user"] for r in recs}) == size
+        stamps = [r["timestamp"] for r in recs]
+        assert stamps == sorted(stamps)
+        assert recs != other.splits[name]
+    assert len(a.splits["train"]) == 20
+    # Each stream is its own draw: the pool's matches subsample_train with the plain seed,
+    # the validation and test subsets match default_rng([seed, 2]) and ([seed, 3]).
+    win = build_windows(t, 3)
+    pool, valid, test = user_time_split(win, t.user_idx[win.target_rows()])
+    rows = win.target_rows()
+    expect_train = rows[pool[subsample_train(len(pool), 20, 4)]]
+    expect_valid = rows[np.sort(valid[np.random.default_rng([4, 2]).choice(
+        len(valid), 6, replace=False)])]
+    expect_test = rows[np.sort(test[np.random.default_rng([4, 3]).choice(
+        len(test), 8, replace=False)])]
+    for name, expect in (("train", expect_train), ("valid", expect_valid),
+                         ("test", expect_test)):
+        got = [(r["user"], r["target"], r["timestamp"]) for r in a.splits[name]]
+        assert got == [(t.users[t.user_idx[k]], t.titles[t.item_idx[k]], int(t.timestamp[k]))
+                       for k in expect]
+    # A given size keeps that many of the full per-user set, which has one per user.
+    full = build_prepared(t, "ctr", DOMAINS["movies"], seed=4, max_history=3,
+                          split="user-time", max_train=20)
+    assert full.splits["train"] == a.splits["train"]
+    assert {r["user"] for r in a.splits["test"]} <= {r["user"] for r in full.splits["test"]}
+    assert len(full.splits["test"]) == full.meta["counts"]["test_candidates"]
+    assert [r for r in full.splits["test"] if r in a.splits["test"]] == a.splits["test"]
+
+
+def test_user_time_errors_are_one_line():
+    t = tied_table()
+    with pytest.raises(GoracsError, match=r"test-size 999 is more than the \d+ users"):
+        build_prepared(t, "ctr", DOMAINS["movies"], max_history=3, split="user-time",
+                       test_size=999)
+    with pytest.raises(GoracsError, match="no training samples"):
+        build_prepared(tiny(), "ctr", DOMAINS["movies"], max_history=2, split="user-time")
+    with pytest.raises(GoracsError, match="no validation samples"):
+        build_prepared(tiny(), "ctr", DOMAINS["movies"], split="user-time")
+    with pytest.raises(GoracsError) as err:
+        build_prepared(t, "ctr", DOMAINS["movies"], split="per-user")
+    assert str(err.value) == "unknown split 'per-user'; known: global-time, user-time"
+
+
+def test_global_time_is_the_default_and_unchanged():
+    t = tied_table()
+    default = build_prepared(t, "seqrec", DOMAINS["movies"], negatives=5, max_train=50)
+    given = build_prepared(t, "seqrec", DOMAINS["movies"], negatives=5, max_train=50,
+                           split="global-time")
+    assert default.splits == given.splits and default.meta == given.meta
+    assert default.meta["split"] == default.meta["sizes"]["split"] == "global-time"
+    assert "test_candidates" not in default.meta["counts"]
+    # The last test_size windows in global order are the test set, as before.
+    win = build_windows(t)
+    n_train, n_valid, n_test = split_sizes(len(win))
+    rows = win.target_rows()
+    for name, idx in (("train", subsample_train(n_train, 50, 0)),
+                      ("valid", np.arange(n_train, n_train + n_valid)),
+                      ("test", np.arange(n_train + n_valid, len(win)))):
+        assert [(r["user"], r["timestamp"]) for r in default.splits[name]] == [
+            (t.users[t.user_idx[k]], int(t.timestamp[k])) for k in rows[idx]]
+
+
+def test_top_user_share_by_hand():
+    # 13 samples: a 4, b 3, c 2, d e f g 1 each; the top five hold 4+3+2+1+1 = 11.
+    users = list("aaaabbbcc") + list("defg")
+    assert top_user_share(users) == pytest.approx(11 / 13)
+    assert top_user_share(users, k=1) == pytest.approx(4 / 13)
+    assert top_user_share(np.array([3, 3, 1])) == 1.0
+    assert top_user_share([]) == 0.0
+    p = build_prepared(tied_table(), "ctr", DOMAINS["movies"], max_history=3,
+                       split="user-time", max_train=40)
+    for name, recs in p.splits.items():
+        assert p.meta["counts"]["splits"][name]["top5_share"] == round(
+            top_user_share([r["user"] for r in recs]), 6)

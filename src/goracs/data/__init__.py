@@ -15,17 +15,21 @@ from goracs.data.prepare import (
 )
 from goracs.data.prompts import DOMAINS, Domain, parse_domain
 from goracs.data.samples import (
+    SPLIT_KINDS,
     Windows,
     build_windows,
     sample_negatives,
     split_sizes,
     subsample_train,
+    top_user_share,
+    user_time_split,
 )
 from goracs.data.table import Interactions
 
 __all__ = [
     "DATASETS",
     "DOMAINS",
+    "SPLIT_KINDS",
     "TASKS",
     "Domain",
     "Interactions",
@@ -44,5 +48,7 @@ __all__ = [
     "sample_negatives",
     "split_sizes",
     "subsample_train",
+    "top_user_share",
+    "user_time_split",
     "write_prepared",
 ]

@@ -9,6 +9,7 @@ from goracs.data.prepare import (
     DATASETS,
     DEFAULT_MAX_TRAIN,
     DEFAULT_NEGATIVES,
+    DEFAULT_SPLIT_KIND,
     TASKS,
     Prepared,
     build_prepared,
@@ -19,6 +20,7 @@ from goracs.data.prepare import (
     write_prepared,
 )
 from goracs.data.prompts import parse_domain
+from goracs.data.samples import SPLIT_KINDS
 from goracs.errors import GoracsError
 
 
@@ -28,8 +30,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="turn interaction logs (or your own instruction files) into train/valid/test JSON",
         description=(
             "Build SeqRec (BIGRec-style) or CTR (TALLRec-style) Alpaca records with a global "
-            "temporal split, and write train.json, valid.json, test.json, items.json and "
-            "meta.json into --out. With --dataset json, validate and copy your own files."
+            "temporal split (or, with --split user-time, each user's last sample for test and "
+            "the one before for validation), and write train.json, valid.json, test.json, "
+            "items.json and meta.json into --out. With --dataset json, validate and copy your "
+            "own files."
         ),
     )
     p.add_argument("--dataset", required=True, choices=DATASETS + ("json",))
@@ -44,14 +48,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--domain-word", metavar="WORD",
                    help="movies, books, video games, or plural:singular:verb "
                         "(default from the dataset; required for amazon)")
+    p.add_argument("--split", choices=SPLIT_KINDS,
+                   help="global-time (default): the last samples of all users in time order "
+                        "are test, the ones before validation; user-time: each user's last "
+                        "sample is test, the one before validation, earlier ones training")
     p.add_argument("--valid-size", type=_positive_int, metavar="N",
-                   help="validation samples (default min(5000, 10%% of all samples))")
+                   help="validation samples (default min(5000, 10%% of all samples)); with "
+                        "--split user-time a seeded subset of N users' validation samples "
+                        "(default: every user's)")
     p.add_argument("--test-size", type=_positive_int, metavar="N",
-                   help="test samples (default min(5000, 10%% of all samples))")
+                   help="test samples (default min(5000, 10%% of all samples)); with "
+                        "--split user-time a seeded subset of N users' test samples "
+                        "(default: every user's)")
     p.add_argument("--max-train", type=_max_train, default=DEFAULT_MAX_TRAIN, metavar="N|all",
                    help="keep a seeded random subset of N training samples, in time order; "
                         f"0 or all keeps the whole pool (default {DEFAULT_MAX_TRAIN})")
-    p.add_argument("--seed", type=int, default=0, help="seeds the training subset and negatives")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the training subset, the negatives and the user-time "
+                        "validation/test subsets")
     p.add_argument("--negatives", type=_positive_int, default=DEFAULT_NEGATIVES, metavar="K",
                    help=f"negatives per SeqRec test sample (default {DEFAULT_NEGATIVES})")
     p.add_argument("--like-threshold", type=float, metavar="R",
@@ -101,8 +115,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def _prepare_json(args: argparse.Namespace) -> Prepared:
     extra = [f"--{k.replace('_', '-')}" for k in ("task", "path", "reviews", "meta",
-                                                   "domain_word", "valid_size", "test_size",
-                                                   "like_threshold")
+                                                   "domain_word", "split", "valid_size",
+                                                   "test_size", "like_threshold")
              if getattr(args, k) is not None]
     if extra:
         raise GoracsError(f"--dataset json takes --train/--valid[/--test/--items]; "
@@ -133,7 +147,8 @@ def _prepare_source(args: argparse.Namespace) -> Prepared:
     return build_prepared(
         table, args.task, domain, dataset=args.dataset, valid_size=args.valid_size,
         test_size=args.test_size, max_train=args.max_train, seed=args.seed,
-        negatives=args.negatives, like_threshold=like)
+        negatives=args.negatives, like_threshold=like,
+        split=args.split if args.split is not None else DEFAULT_SPLIT_KIND)
 
 
 def _report(prepared: Prepared) -> None:
@@ -142,8 +157,9 @@ def _report(prepared: Prepared) -> None:
     if meta["dataset"] != "json":
         print(f"{meta['dataset']} {meta['task']}: {counts['users']:,} users, "
               f"{counts['items']:,} items, {counts['interactions']:,} interactions, "
-              f"{counts['windows']:,} samples (training pool {counts['train_pool']:,})")
-    header = f"{'split':6s} {'samples':>9s} {'users':>7s} {'items':>7s}"
+              f"{counts['windows']:,} samples (training pool {counts['train_pool']:,}), "
+              f"{meta.get('split', DEFAULT_SPLIT_KIND)} split")
+    header = f"{'split':6s} {'samples':>9s} {'users':>7s} {'items':>7s} {'top5':>6s}"
     ctr = meta.get("task") == "ctr"
     if ctr:
         header += f" {'yes':>6s}"
@@ -151,7 +167,10 @@ def _report(prepared: Prepared) -> None:
     for name, c in counts["splits"].items():
         items = c.get("items", c.get("target_items", "-"))
         users = c.get("users", "-")
-        line = f"{name:6s} {_fmt(c['samples']):>9s} {_fmt(users):>7s} {_fmt(items):>7s}"
+        top5 = c.get("top5_share")
+        top5_text = "-" if top5 is None else f"{top5:.1%}"
+        line = (f"{name:6s} {_fmt(c['samples']):>9s} {_fmt(users):>7s} {_fmt(items):>7s} "
+                f"{top5_text:>6s}")
         if ctr:
             line += f" {c['yes'] / max(c['samples'], 1):6.1%}"
         print(line)

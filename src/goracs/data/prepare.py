@@ -23,10 +23,17 @@ from goracs.data.movielens import read_latest_small, read_movielens
 from goracs.data.prompts import DOMAINS, Domain, ctr_record, seqrec_record
 from goracs.data.samples import (
     MAX_HISTORY,
+    TEST_STREAM,
+    VALID_STREAM,
+    Windows,
     build_windows,
+    check_split,
     sample_negatives,
     split_sizes,
+    subsample_held_out,
     subsample_train,
+    top_user_share,
+    user_time_split,
 )
 from goracs.data.table import Interactions
 from goracs.errors import GoracsError
@@ -39,6 +46,7 @@ OUTPUT_FILES = ("train.json", "valid.json", "test.json", "items.json", "meta.jso
 DEFAULT_MAX_TRAIN = 20000
 DEFAULT_NEGATIVES = 99
 REQUIRED_FIELDS = ("instruction", "input", "output")
+DEFAULT_SPLIT_KIND = "global-time"
 
 
 @dataclass
@@ -102,6 +110,7 @@ def build_prepared(
     negatives: int = DEFAULT_NEGATIVES,
     like_threshold: float = 3.0,
     max_history: int = MAX_HISTORY,
+    split: str = DEFAULT_SPLIT_KIND,
 ) -> Prepared:
     """Turn an interaction table into rendered splits (method.md section 1).
 
@@ -114,32 +123,39 @@ def build_prepared(
     domain : Domain
         The words the prompts use for the items.
     valid_size, test_size : int or None
-        Sizes of the last two temporal blocks; None scales the default (see
-        :func:`goracs.data.samples.split_sizes`).
+        global-time: sizes of the last two temporal blocks; None scales the default (see
+        :func:`goracs.data.samples.split_sizes`). user-time: keep a seeded random subset of
+        this many of the per-user validation (test) samples, that is of this many users;
+        None keeps one for every user.
     max_train : int or None
         Keep a seeded random subset of this many training windows (in time order); None
         keeps the whole training pool.
     seed : int
-        Seeds the training subset and the negatives.
+        Seeds the training subset (``default_rng(seed)``), the negatives (stream 1) and,
+        under user-time, the validation and test subsets (``default_rng([seed, 2])`` and
+        ``default_rng([seed, 3])``).
     negatives : int
         Negatives per SeqRec test sample.
     like_threshold : float
         CTR: a rating above it is a "Yes".
+    max_history : int
+        Most history items per sample.
+    split : {"global-time", "user-time"}
+        global-time sorts all windows by time and holds out the last ones; user-time holds
+        out each user's last window for test and the one before for validation, and pools
+        the earlier ones for training (:func:`goracs.data.samples.user_time_split`).
     """
     if task not in TASKS:
         raise GoracsError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    check_split(split)
     win = build_windows(table, max_history)
     n = len(win)
     if n == 0:
         raise GoracsError("no samples: every user has fewer than 2 interactions")
-    n_train, n_valid, n_test = split_sizes(n, valid_size, test_size)
-    keep_train = subsample_train(n_train, max_train, seed)
-    picks = {
-        "train": keep_train,
-        "valid": np.arange(n_train, n_train + n_valid, dtype=np.int64),
-        "test": np.arange(n_train + n_valid, n, dtype=np.int64),
-    }
     target_rows = win.target_rows()
+    picks, n_train, held_out = _split_windows(win, table.user_idx[target_rows], split,
+                                              valid_size, test_size, max_train, seed)
+    n_valid, n_test = len(picks["valid"]), len(picks["test"])
     neg_codes = None
     if task == "seqrec":
         test_users = table.user_idx[target_rows[picks["test"]]]
@@ -154,6 +170,7 @@ def build_prepared(
               mininterval=1.0, leave=False, disable=None) as bar:
         for name in SPLITS:
             records = []
+            sample_users = table.user_idx[target_rows[picks[name]]]
             seen_users: set[int] = set()
             seen_items: set[int] = set()
             for j, k in enumerate(picks[name]):
@@ -177,7 +194,8 @@ def build_prepared(
             bar.update(len(records))
             splits[name] = records
             counts: dict[str, Any] = {"samples": len(records), "users": len(seen_users),
-                                      "items": len(seen_items)}
+                                      "items": len(seen_items),
+                                      "top5_share": round(top_user_share(sample_users), 6)}
             if task == "ctr":
                 counts["yes"] = sum(r["output"] == "Yes" for r in records)
             if len(records):
@@ -194,7 +212,9 @@ def build_prepared(
         "seqrec_output": "quoted title, no trailing newline" if task == "seqrec" else None,
         "domain": {"plural": domain.plural, "singular": domain.singular, "verb": domain.verb},
         "seed": seed,
+        "split": split,
         "sizes": {
+            "split": split,
             "valid_size": n_valid, "test_size": n_test,
             "valid_size_given": valid_size, "test_size_given": test_size,
             "max_train": max_train, "max_history": max_history,
@@ -209,12 +229,43 @@ def build_prepared(
             "items": table.n_items,
             "windows": n,
             "train_pool": n_train,
+            **held_out,
             "splits": split_counts,
         },
         "source": table.source,
         "goracs_version": goracs.__version__,
     }
     return Prepared(splits=splits, items=list(titles), meta=meta)
+
+
+def _split_windows(win: Windows, window_users: np.ndarray, split: str,
+                   valid_size: int | None, test_size: int | None, max_train: int | None,
+                   seed: int) -> tuple[dict[str, np.ndarray], int, dict[str, int]]:
+    """Window indices of each split (ascending, so in global time order), the size of the
+    training pool, and, under user-time, how many users had a validation and a test sample
+    before any subset was drawn (for meta.json)."""
+    if split == "global-time":
+        n = len(win)
+        n_train, n_valid, _ = split_sizes(n, valid_size, test_size)
+        picks = {
+            "train": subsample_train(n_train, max_train, seed),
+            "valid": np.arange(n_train, n_train + n_valid, dtype=np.int64),
+            "test": np.arange(n_train + n_valid, n, dtype=np.int64),
+        }
+        return picks, n_train, {}
+    pool, valid, test = user_time_split(win, window_users)
+    if valid.shape[0] == 0 or pool.shape[0] == 0:
+        short = "validation" if valid.shape[0] == 0 else "training"
+        raise GoracsError(f"user-time split leaves no {short} samples: no user has enough "
+                          "windows (a user needs 2 windows for validation, 3 for training)")
+    picks = {
+        # The same draw as global-time, over the pool's positions, mapped back to windows.
+        "train": pool[subsample_train(pool.shape[0], max_train, seed)],
+        "valid": subsample_held_out(valid, valid_size, seed, VALID_STREAM, "validation"),
+        "test": subsample_held_out(test, test_size, seed, TEST_STREAM, "test"),
+    }
+    held_out = {"valid_candidates": int(valid.shape[0]), "test_candidates": int(test.shape[0])}
+    return picks, int(pool.shape[0]), held_out
 
 
 def write_prepared(prepared: Prepared, out: str | Path) -> list[Path]:
@@ -317,9 +368,11 @@ def prepare_json(train: str | Path, valid: str | Path, test: str | Path | None =
     counts = {}
     for name, recs in splits.items():
         c: dict[str, Any] = {"samples": len(recs)}
-        users = {str(r["user"]) for r in recs if "user" in r}
-        if users:
-            c["users"] = len(users)
+        user_list = [str(r["user"]) for r in recs if "user" in r]
+        if user_list:
+            c["users"] = len(set(user_list))
+        if user_list and len(user_list) == len(recs):
+            c["top5_share"] = round(top_user_share(user_list), 6)
         targets = {str(r["target"]) for r in recs if "target" in r}
         if targets:
             c["target_items"] = len(targets)

@@ -3,6 +3,11 @@
 A *window* is one sample before rendering: a target interaction and the up-to-10 items the
 same user interacted with just before it. Windows are built for every user, sorted globally
 by the target's time, split temporally, and only the kept ones are rendered to text.
+
+Two splits exist. ``global-time`` cuts the global order: the last windows are the test set,
+the ones before them the validation set (:func:`split_sizes`). ``user-time`` cuts each user's
+own sequence: a user's last window is a test sample and the one before it a validation
+sample (:func:`user_time_split`), so every user with windows is tested once.
 """
 
 from __future__ import annotations
@@ -17,6 +22,13 @@ from goracs.errors import GoracsError
 DEFAULT_SPLIT = 5000
 MAX_SPLIT_FRACTION = 0.1
 MAX_HISTORY = 10
+SPLIT_KINDS = ("global-time", "user-time")
+TOP_USERS = 5
+# Stream numbers under ``seed`` for each seeded draw: the training subset uses
+# ``default_rng(seed)``, the negatives ``default_rng([seed, 1])``, and the user-time
+# validation and test subsets the two streams below.
+VALID_STREAM = 2
+TEST_STREAM = 3
 
 
 @dataclass
@@ -100,6 +112,93 @@ def subsample_train(n_train: int, max_train: int | None, seed: int) -> np.ndarra
         raise GoracsError(f"max-train must be positive, got {max_train}")
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n_train, size=max_train, replace=False)).astype(np.int64)
+
+
+def check_split(split: str) -> str:
+    """Return ``split`` if it is one of ``SPLIT_KINDS``, else raise a one-line GoracsError."""
+    if split not in SPLIT_KINDS:
+        raise GoracsError(f"unknown split {split!r}; known: {', '.join(SPLIT_KINDS)}")
+    return split
+
+
+def user_time_split(win: Windows, window_users: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split windows per user: last window to test, the one before to validation.
+
+    Parameters
+    ----------
+    win : Windows
+        All windows, in global order.
+    window_users : ndarray of int64, shape (len(win),)
+        The user code of each window's target row.
+
+    Returns
+    -------
+    pool, valid, test : ndarray of int64
+        Window indices, each sorted ascending, which is global (target time, row) order.
+        ``test`` holds one window per user that has any, ``valid`` one per user with at
+        least two, and ``pool`` every earlier window. Within a user the windows are compared
+        by position in the user's sequence, so ties in time cannot reorder them.
+    """
+    n = len(win)
+    if window_users.shape[0] != n:
+        raise ValueError("window_users must give one user per window")
+    # ``order`` groups rows user by user, each user in time order, so sorting windows by
+    # their position in it lines each user's windows up oldest first.
+    seq = np.argsort(win.pos, kind="stable")
+    u = window_users[seq]
+    if n and (np.diff(u) < 0).any():
+        raise ValueError("window_users do not follow the user grouping of win.order")
+    last = np.ones(n, dtype=bool)
+    last[:-1] = u[1:] != u[:-1]
+    second = np.zeros(n, dtype=bool)
+    second[:-1] = last[1:] & (u[:-1] == u[1:])
+    pool = np.sort(seq[~(last | second)])
+    return pool, np.sort(seq[second]), np.sort(seq[last])
+
+
+def subsample_held_out(candidates: np.ndarray, size: int | None, seed: int, stream: int,
+                       what: str) -> np.ndarray:
+    """A seeded subset of held-out windows (user-time validation or test), in time order.
+
+    Parameters
+    ----------
+    candidates : ndarray of int64
+        Window indices, ascending (one per user).
+    size : int or None
+        How many to keep; None keeps all. More than there are candidates is an error: each
+        candidate is a distinct user, and asking for more users than exist is a mistake.
+    seed, stream : int
+        The draw uses ``numpy.random.default_rng([seed, stream])``, a stream of its own
+        that the training subset (``default_rng(seed)``) and the negatives (stream 1) do
+        not share.
+    what : str
+        "validation" or "test", for the error message.
+    """
+    n = int(candidates.shape[0])
+    if size is None:
+        return candidates
+    flag = "valid-size" if what == "validation" else "test-size"
+    if size < 1:
+        raise GoracsError(f"{flag} must be at least 1, got {size}")
+    if size > n:
+        raise GoracsError(f"{flag} {size} is more than the {n} users with a {what} sample "
+                          "(user-time keeps one per user)")
+    rng = np.random.default_rng([seed, stream])
+    return np.sort(candidates[rng.choice(n, size=size, replace=False)])
+
+
+def top_user_share(users: np.ndarray | list, k: int = TOP_USERS) -> float:
+    """Share of the samples held by the ``k`` users with the most samples.
+
+    ``users`` lists each sample's user (codes or ids). Returns a fraction in [0, 1]; 0.0
+    for no samples.
+    """
+    arr = np.asarray(users)
+    if arr.shape[0] == 0:
+        return 0.0
+    _, counts = np.unique(arr, return_counts=True)
+    return float(np.sort(counts)[::-1][:k].sum() / arr.shape[0])
 
 
 def user_item_sets(table: Interactions) -> tuple[np.ndarray, np.ndarray]:
