@@ -101,7 +101,7 @@ def test_bad_config_names_the_key(path, value, expect):
 
 
 def test_shipped_configs_load_and_paper_runs_every_selector():
-    assert set(SHIPPED) == {"cpu", "paper"}
+    assert set(SHIPPED) == {"cpu", "paper", "evidence", "evidence-gpu"}
     for name in SHIPPED:
         assert shipped_config_path(name).is_file()
         cfg = load_config(name)

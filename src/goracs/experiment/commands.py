@@ -27,6 +27,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="run only matching runs, e.g. task=ctr,method=goracs (keys: dataset, "
                    "task, method, budget, seed; repeat a key for alternatives; the zero-shot row's "
                    "seed is -); the tables still list every run")
+    p.add_argument("--until", choices=["features", "select", "finetune", "evaluate"],
+                   default="evaluate",
+                   help="compute the stages up to this one and stop (e.g. select every "
+                        "coreset first, fine-tune later); default: every stage")
     p.add_argument("--model", help="override the config's model (a folder or hub id)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"],
                    help="override the config's device")
@@ -60,7 +64,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             command += [f"--{flag}", getattr(args, flag)]
     runner = ExperimentRunner(cfg, out, filters=filters,
                               progress=not args.quiet and sys.stderr.isatty(),
-                              command=shlex.join(command))
+                              command=shlex.join(command), until=args.until)
     if args.dry_run:
         print(f"experiment {cfg.name} ({cfg.source}) -> {out}")
         for line in runner.dry_run():

@@ -19,24 +19,32 @@ from pathlib import Path
 from typing import Any
 
 from goracs.data.prepare import DATASETS, DEFAULT_MAX_TRAIN, DEFAULT_NEGATIVES, TASKS
+from goracs.data.samples import SPLIT_KINDS
 from goracs.errors import GoracsError
 from goracs.evaluate.metrics import KS
 from goracs.evaluate.run import EvalSettings
-from goracs.features.pipeline import FeatureSettings
+from goracs.features.gradnorms import LOSSES
+from goracs.features.pipeline import EMBEDDINGS, FeatureSettings
 from goracs.models import PACKAGED_LLM
 from goracs.select import available_methods, get_selector
 from goracs.select.commands import TASK_LAMBDA
 from goracs.train.settings import PRESETS, TrainSettings
 
-SHIPPED = ("cpu", "paper")
+SHIPPED = ("cpu", "paper", "evidence", "evidence-gpu")
 #: Pseudo-methods of the extra rows: no fine-tuning, and fine-tuning on the whole pool.
 ZERO_SHOT = "zero-shot"
 FULL_DATA = "full"
 DEVICES = ("auto", "cpu", "cuda")
 
 TOP_KEYS = ("name", "description", "model", "device", "datasets", "tasks", "methods", "seeds",
-            "zero_shot", "full_data", "params", "data", "task", "plots")
-TASK_KEYS = ("budgets", "metrics", "prepare", "features", "train", "evaluate", "params")
+            "zero_shot", "full_data", "params", "data", "task", "plots", "variants",
+            "method_seeds")
+VARIANT_KEYS = ("method", "embedding")
+#: Which embeddings a variant selects on: the features' train_emb.npy/valid_emb.npy, or the
+#: scoring LLM's llm_train_emb.npy/llm_valid_emb.npy (features.embedding "llm" or "both").
+VARIANT_EMBEDDINGS = ("default", "llm")
+TASK_KEYS = ("budgets", "metrics", "prepare", "features", "train", "evaluate", "params",
+             "methods", "seeds")
 SOURCE_KEYS = ("path", "reviews", "meta", "domain_word", "like_threshold")
 PLOT_KEYS = ("projection_points", "seed")
 
@@ -64,6 +72,9 @@ class PrepareSettings:
     test_size: int | None = None
     seed: int = 0
     negatives: int = DEFAULT_NEGATIVES
+    #: "global-time" (the last windows in time, as the paper splits) or "user-time" (each
+    #: user's last window for test, the one before for validation).
+    split: str = "global-time"
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,20 @@ class TaskConfig:
     use_valid: bool
     evaluate: EvalSettings
     params: dict[str, dict[str, Any]]
+    #: The methods this task runs (the config's `methods`, or the task's own subset) and the
+    #: seeds of each (`method_seeds`, else the task's `seeds`, else the config's).
+    methods: tuple[str, ...] = ()
+    seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named row of the table that runs a registered method with its own parameters
+    (``[params.NAME]``) and, optionally, on the LLM's embeddings: ``[variants.NAME]`` with
+    ``method = "goracs"`` and ``embedding = "llm"``."""
+
+    method: str
+    embedding: str = "default"
 
 
 @dataclass(frozen=True)
@@ -113,6 +138,17 @@ class ExperimentConfig:
     projection_points: int = 5000
     plot_seed: int = 0
     text: str = field(default="", repr=False)
+    variants: dict[str, Variant] = field(default_factory=dict)
+
+    def base_method(self, name: str) -> str:
+        """The registered method a row named ``name`` runs."""
+        v = self.variants.get(name)
+        return name if v is None else v.method
+
+    def embedding(self, name: str) -> str:
+        """Which embeddings the row named ``name`` selects on ("default" or "llm")."""
+        v = self.variants.get(name)
+        return "default" if v is None else v.embedding
 
 
 def shipped_config_path(name: str) -> Path:
@@ -283,6 +319,12 @@ def _int_list(doc: Mapping[str, Any], key: str, where: str, positive: bool) -> t
     return tuple(v)
 
 
+def _non_negative(values: tuple[int, ...], key: str) -> None:
+    bad = [v for v in values if v < 0]
+    if bad:
+        raise GoracsError(f"{key}: seeds must be 0 or more, got {bad[0]}")
+
+
 def _bool(doc: Mapping[str, Any], key: str, default: bool) -> bool:
     v = doc.get(key, default)
     if not isinstance(v, bool):
@@ -307,9 +349,35 @@ def constructor_params(method: str) -> set[str]:
     return set(inspect.signature(cls.__init__).parameters) - {"self", "budget", "seed"}
 
 
-def _method_params(table: Mapping[str, Any], where: str, methods: tuple[str, ...]
-                   ) -> dict[str, dict[str, Any]]:
+def _variants(table: Mapping[str, Any]) -> dict[str, Variant]:
     known = set(available_methods())
+    out: dict[str, Variant] = {}
+    for name, doc in table.items():
+        key = _join("variants", name)
+        if name in known or name in (ZERO_SHOT, FULL_DATA):
+            raise GoracsError(f"{key}: {name!r} is a method's own name; pick another")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise GoracsError(f"{key}: use letters, digits, '.', '_' and '-' only")
+        if not isinstance(doc, dict):
+            raise GoracsError(f"{key}: expected a table, got {_tname(doc)}")
+        _unknown(doc, VARIANT_KEYS, key)
+        method = doc.get("method")
+        if method not in known:
+            raise GoracsError(f"{_join(key, 'method')}: expected a method `goracs methods` "
+                              f"lists, got {method!r}")
+        embedding = doc.get("embedding", "default")
+        if embedding not in VARIANT_EMBEDDINGS:
+            raise GoracsError(f"{_join(key, 'embedding')}: must be one of "
+                              f"{', '.join(VARIANT_EMBEDDINGS)}, got {embedding!r}")
+        out[name] = Variant(method=method, embedding=embedding)
+    return out
+
+
+def _method_params(table: Mapping[str, Any], where: str, methods: tuple[str, ...],
+                   variants: Mapping[str, Variant] | None = None
+                   ) -> dict[str, dict[str, Any]]:
+    variants = variants or {}
+    known = set(available_methods()) | set(variants)
     out: dict[str, dict[str, Any]] = {}
     for method, params in table.items():
         key = _join(where, method)
@@ -318,7 +386,8 @@ def _method_params(table: Mapping[str, Any], where: str, methods: tuple[str, ...
                               f"{', '.join(sorted(known))}")
         if not isinstance(params, dict):
             raise GoracsError(f"{key}: expected a table of parameters, got {_tname(params)}")
-        accepted = constructor_params(method)
+        base = variants[method].method if method in variants else method
+        accepted = constructor_params(base)
         for p, v in params.items():
             if p not in accepted:
                 raise GoracsError(f"{_join(key, p)}: method {method!r} has no parameter {p!r} "
@@ -330,11 +399,14 @@ def _method_params(table: Mapping[str, Any], where: str, methods: tuple[str, ...
 
 
 def resolve_params(method: str, task: str, common: Mapping[str, Mapping[str, Any]],
-                   per_task: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+                   per_task: Mapping[str, Mapping[str, Any]], base: str | None = None
+                   ) -> dict[str, Any]:
     """A method's constructor arguments for a task: per-task values over common ones; GORACS
-    and its ablations get the reference's lambda of the task unless the config sets one."""
+    and its ablations get the reference's lambda of the task unless the config sets one.
+    ``base`` names the registered method of a variant row called ``method``."""
     params: dict[str, Any] = {}
-    if method.startswith("goracs") and "lam" in constructor_params(method):
+    base = base or method
+    if base.startswith("goracs") and "lam" in constructor_params(base):
         params["lam"] = TASK_LAMBDA[task]
     params.update(common.get(method, {}))
     params.update(per_task.get(method, {}))
@@ -389,16 +461,28 @@ def parse_config(doc: Mapping[str, Any], default_name: str) -> ExperimentConfig:
         if t not in TASKS:
             raise GoracsError(f"tasks: unknown task {t!r}; known: {', '.join(TASKS)}")
     methods = tuple(_str_list(doc, "methods"))
-    known = set(available_methods())
+    variants = _variants(_table(doc, "variants", ""))
+    known = set(available_methods()) | set(variants)
     for m in methods:
         if m not in known:
             raise GoracsError(f"methods: unknown method {m!r}; known: "
                               f"{', '.join(sorted(known))}")
+    unused = sorted(set(variants) - set(methods))
+    if unused:
+        raise GoracsError(f"variants.{unused[0]}: defined but not listed in `methods`")
     seeds = _int_list(doc, "seeds", "", positive=False)
+    _non_negative(seeds, "seeds")
+    method_seeds: dict[str, tuple[int, ...]] = {}
+    ms_table = _table(doc, "method_seeds", "")
+    for m in ms_table:
+        if m not in methods:
+            raise GoracsError(f"method_seeds.{m}: not listed in `methods`")
+        method_seeds[m] = _int_list(ms_table, m, "method_seeds", positive=False)
+        _non_negative(method_seeds[m], f"method_seeds.{m}")
     zero_shot = _bool(doc, "zero_shot", True)
     full_data = _bool(doc, "full_data", False)
 
-    common = _method_params(_table(doc, "params", ""), "params", methods)
+    common = _method_params(_table(doc, "params", ""), "params", methods, variants)
     task_tables = _table(doc, "task", "")
     _unknown(task_tables, task_names, "task")
     tasks: dict[str, TaskConfig] = {}
@@ -407,7 +491,7 @@ def parse_config(doc: Mapping[str, Any], default_name: str) -> ExperimentConfig:
         if t not in task_tables:
             raise GoracsError(f"{where}: missing (every task in `tasks` needs its table)")
         tasks[t] = _parse_task(t, _table(task_tables, t, "task"), where, model, device,
-                               methods, common)
+                               methods, common, variants, seeds, method_seeds)
 
     plots = _table(doc, "plots", "")
     _unknown(plots, PLOT_KEYS, "plots")
@@ -420,11 +504,25 @@ def parse_config(doc: Mapping[str, Any], default_name: str) -> ExperimentConfig:
         name=name, source="", description=description, model=model, device=device,
         datasets=tuple(datasets), sources=sources, tasks=tasks, methods=methods,
         seeds=seeds, zero_shot=zero_shot, full_data=full_data, projection_points=points,
-        plot_seed=plot_seed)
+        plot_seed=plot_seed, variants=variants)
 
 
 def _parse_task(task: str, doc: Mapping[str, Any], where: str, model: str, device: str,
-                methods: tuple[str, ...], common: Mapping[str, Mapping[str, Any]]) -> TaskConfig:
+                methods: tuple[str, ...], common: Mapping[str, Mapping[str, Any]],
+                variants: Mapping[str, Variant] | None = None,
+                seeds: tuple[int, ...] = (0,),
+                method_seeds: Mapping[str, tuple[int, ...]] | None = None) -> TaskConfig:
+    variants = variants or {}
+    if "methods" in doc:
+        own = tuple(_str_list(doc, "methods", where))
+        stray = [m for m in own if m not in methods]
+        if stray:
+            raise GoracsError(f"{where}.methods: {stray[0]!r} is not in the config's `methods`")
+        methods = own
+    if "seeds" in doc:
+        seeds = _int_list(doc, "seeds", where, positive=False)
+        _non_negative(seeds, f"{where}.seeds")
+    run_seeds = {m: (method_seeds or {}).get(m, seeds) for m in methods}
     _unknown(doc, TASK_KEYS, where)
     budgets = _int_list(doc, "budgets", where, positive=True)
     metrics = tuple(_str_list(doc, "metrics", where))
@@ -436,6 +534,9 @@ def _parse_task(task: str, doc: Mapping[str, Any], where: str, model: str, devic
 
     ptab = _table(doc, "prepare", where)
     prep = _settings(PrepareSettings, ptab, f"{where}.prepare")
+    if prep.split not in SPLIT_KINDS:
+        raise GoracsError(f"{where}.prepare.split: must be one of {', '.join(SPLIT_KINDS)}, "
+                          f"got {prep.split!r}")
     for k in ("max_train", "valid_size", "test_size", "negatives"):
         _positive(getattr(prep, k), f"{where}.prepare.{k}", allow_none=k != "negatives")
     if prep.max_train is not None:
@@ -459,6 +560,11 @@ def _parse_task(task: str, doc: Mapping[str, Any], where: str, model: str, devic
     for k in ("dtype", "encoder_dtype"):
         if getattr(feats, k) not in ("fp32", "bf16"):
             raise GoracsError(f"{where}.features.{k}: must be fp32 or bf16")
+    if feats.grad_loss is not None and feats.grad_loss not in LOSSES:
+        raise GoracsError(f"{where}.features.grad_loss: must be one of {', '.join(LOSSES)}")
+    if feats.embedding not in EMBEDDINGS:
+        raise GoracsError(f"{where}.features.embedding: must be one of "
+                          f"{', '.join(EMBEDDINGS)}")
 
     ttab = dict(_table(doc, "train", where))
     preset_name = ttab.pop("preset", "cpu-small")
@@ -478,12 +584,18 @@ def _parse_task(task: str, doc: Mapping[str, Any], where: str, model: str, devic
     etab = _table(doc, "evaluate", where)
     ev = _validated(_settings(EvalSettings, etab, f"{where}.evaluate"), f"{where}.evaluate")
 
-    per_task = _method_params(_table(doc, "params", where), f"{where}.params", methods)
+    per_task = _method_params(_table(doc, "params", where), f"{where}.params", methods,
+                              variants)
     params: dict[str, dict[str, Any]] = {}
     for m in methods:
-        params[m] = resolve_params(m, task, common, per_task)
+        base = variants[m].method if m in variants else m
+        params[m] = resolve_params(m, task, common, per_task, base)
         src = f"{where}.params.{m}" if m in per_task else f"params.{m}"
-        check_selector(m, params[m], budgets[0], src)
+        check_selector(base, params[m], budgets[0], src)
+        if m in variants and variants[m].embedding == "llm" and \
+                feats.embedding not in ("llm", "both"):
+            raise GoracsError(f"variants.{m}: selects on the LLM's embeddings, but "
+                              f"{where}.features.embedding is {feats.embedding!r} (set \"both\")")
     return TaskConfig(task=task, budgets=budgets, metrics=metrics, prepare=prep,
                       features=feats, preset=preset_name, train=train, use_valid=use_valid,
-                      evaluate=ev, params=params)
+                      evaluate=ev, params=params, methods=methods, seeds=run_seeds)

@@ -108,6 +108,21 @@ def features_doc(features: Any) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(features).items()}
 
 
+def features_key_doc(features: Any, task: str) -> dict[str, Any]:
+    """What keys a features folder: the settings that differ from the defaults, with the
+    gradient loss as the task resolves it (named only where it is not the whole text, the
+    one loss there was before the setting existed), so that a changed task default is a new
+    folder and the same computation asked for two ways is one."""
+    from goracs.features.pipeline import resolve_grad_loss
+
+    doc = settings_delta(features)
+    doc.pop("grad_loss", None)
+    loss = resolve_grad_loss(features, task)
+    if loss != "text":
+        doc["grad_loss"] = loss
+    return doc
+
+
 def _make_run(dataset: str, task: str, method: str, budget: int | None, seed: int | None,
               root: Path, data_key: str, data_dir: Path, select_key: str | None,
               train_on: str | None, train_doc: Mapping[str, Any],
@@ -145,7 +160,7 @@ def build_plan(cfg: ExperimentConfig, out: str | Path) -> list[Group]:
             root = out / f"{dataset}-{task}"
             data_key = _key({"dataset": dataset, "source": settings_delta(cfg.sources[dataset]),
                              "task": task, "prepare": settings_delta(tc.prepare)})
-            feat_key = _key({"data": data_key, "features": settings_delta(tc.features)})
+            feat_key = _key({"data": data_key, "features": features_key_doc(tc.features, task)})
             data_dir = root / f"data-{_short(data_key)}"
             common = {"root": root, "data_key": data_key, "data_dir": data_dir,
                       "train_doc": {"settings": settings_delta(tc.train),
@@ -158,10 +173,14 @@ def build_plan(cfg: ExperimentConfig, out: str | Path) -> list[Group]:
                 runs.append(_make_run(dataset, task, ZERO_SHOT, None, None, select_key=None,
                                       train_on=None, **common))
             for budget in tc.budgets:
-                for method in cfg.methods:
-                    for seed in cfg.seeds:
-                        sk = _key({"features": feat_key, "method": method,
-                                   "params": tc.params[method], "budget": budget, "seed": seed})
+                for method in (tc.methods or cfg.methods):
+                    for seed in tc.seeds.get(method, cfg.seeds):
+                        doc = {"features": feat_key, "method": method,
+                               "params": tc.params[method], "budget": budget, "seed": seed}
+                        if method in cfg.variants:
+                            v = cfg.variants[method]
+                            doc["variant"] = {"method": v.method, "embedding": v.embedding}
+                        sk = _key(doc)
                         runs.append(_make_run(dataset, task, method, budget, seed,
                                               select_key=sk, train_on=f"select:{sk}",
                                               **common))

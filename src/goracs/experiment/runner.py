@@ -22,6 +22,7 @@ from goracs.experiment.config import ExperimentConfig
 from goracs.experiment.plan import (
     MARKERS,
     RUN_RECORD,
+    STAGES,
     Group,
     Run,
     build_plan,
@@ -174,7 +175,10 @@ class ExperimentRunner:
 
     def __init__(self, cfg: ExperimentConfig, out: str | Path, *,
                  filters: Mapping[str, set[str]] | None = None, progress: bool = False,
-                 log: Logger | None = None, command: str = "") -> None:
+                 log: Logger | None = None, command: str = "", until: str = "evaluate") -> None:
+        if until not in STAGES[1:]:
+            raise GoracsError(f"--until: must be one of {', '.join(STAGES[1:])}, got {until!r}")
+        self.until = until
         self.cfg = cfg
         self.out = Path(out)
         self.filters = dict(filters or {})
@@ -237,6 +241,10 @@ class ExperimentRunner:
                 data.features()
             except GoracsError:
                 pass  # logged; each run that needs the features reports it
+        if self.until == "features":
+            if not features_done(g.data_dir, data.tc.features):
+                data.features()
+            return
         for run in runs:
             summary.outcomes[run.eval_dir] = self._run_one(run, data)
 
@@ -246,12 +254,16 @@ class ExperimentRunner:
         stage = "select"
         try:
             for stage, folder in run_units(run):
+                if STAGES.index(stage) > STAGES.index(self.until):
+                    return Outcome("skipped", f"stopped after {self.until} (--until)")
                 if unit_done(stage, folder):
                     self.log.stage(stage, run.label, "cached")
                     continue
                 if stage == "select":
                     sel, records = data.selection_input()
-                    secs = stages.select(run, tc.params[run.method], sel, records)
+                    secs = stages.select(run, tc.params[run.method], sel, records,
+                                         method=self.cfg.base_method(run.method),
+                                         embedding=self.cfg.embedding(run.method))
                 elif stage == "finetune":
                     data.prepared()
                     self.quiet_hub()

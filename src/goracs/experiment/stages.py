@@ -63,7 +63,7 @@ def prepare_data(dataset: str, source: DataSource, tc: TaskConfig, out: Path,
     prepared = build_prepared(tables[dataset], tc.task, domain, dataset=dataset,
                               valid_size=p.valid_size, test_size=p.test_size,
                               max_train=p.max_train, seed=p.seed, negatives=p.negatives,
-                              like_threshold=like)
+                              like_threshold=like, split=p.split)
     write_prepared(prepared, out)
     seconds = time.perf_counter() - t0
     atomic_write_json(out / PREPARE_RECORD, {"dataset": dataset, "task": tc.task,
@@ -91,11 +91,23 @@ def load_selection_data(data_dir: Path) -> SelectionData:
 
 
 def select(run: Run, params: Mapping[str, Any], data: SelectionData,
-           records: list[dict[str, Any]]) -> float:
+           records: list[dict[str, Any]], method: str | None = None,
+           embedding: str = "default") -> float:
     """Select the run's coreset; writes ``coreset.json`` then ``selection.json`` (the same
-    manifest as ``goracs select --data``). Raises :class:`Skipped` when an input is missing."""
+    manifest as ``goracs select --data``). Raises :class:`Skipped` when an input is missing.
+    ``method`` is the registered method a variant row runs (default: the run's own name);
+    ``embedding="llm"`` selects on the scoring LLM's embeddings instead of the features'
+    default ones."""
     assert run.select_dir is not None and run.budget is not None
-    cls = get_selector(run.method)
+    cls = get_selector(method or run.method)
+    if embedding == "llm":
+        feats = run.data_dir / "features"
+        files = [feats / f"llm_{s}_emb.npy" for s in ("train", "valid")]
+        absent = [f.name for f in files if not f.is_file()]
+        if absent:
+            raise Skipped(f"{run.method} needs {run.data_dir.name}/features/{absent[0]} "
+                          "(features.embedding = \"both\")")
+        data = replace(data, train_emb=load_array(files[0]), valid_emb=load_array(files[1]))
     selector = cls(budget=run.budget, seed=run.seed, **params)
     missing = data.missing(tuple(selector.requires))
     if missing:
@@ -109,6 +121,8 @@ def select(run: Run, params: Mapping[str, Any], data: SelectionData,
     selector.fit(data)
     manifest = selector.result().to_json()
     arrays, scores = folder_inputs(run.data_dir)
+    if embedding == "llm":
+        arrays = {**arrays, "train_emb": files[0], "valid_emb": files[1]}
     manifest.update(
         inputs={k: str(p) for k, p in arrays.items()},
         scores={k: str(p) for k, p in scores.items() if k in data.scores},

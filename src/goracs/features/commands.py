@@ -31,12 +31,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="word pieces kept per text (default: the encoder's own limit)")
     g.add_argument("--encoder-dtype", choices=["fp32", "bf16"], default="fp32",
                    help="encoder precision (bf16: about twice as fast, distances within ~1%%)")
+    g.add_argument("--embedding", choices=["encoder", "llm", "both"], default="encoder",
+                   help="where train_emb.npy/valid_emb.npy come from: the sentence encoder "
+                        "(default), or the scoring LLM (the mean of its last hidden state over "
+                        "each prompt, taken in the gradient pass); 'both' keeps the encoder's "
+                        "and writes the LLM's as llm_train_emb.npy/llm_valid_emb.npy "
+                        "(`goracs select --embedding llm` reads them)")
     g = p.add_argument_group("gradient norms")
     g.add_argument("--model", default=PACKAGED_LLM,
                    help=f"causal LM folder or hub id (default: the packaged {PACKAGED_LLM}, "
                         "converted once into the cache)")
     g.add_argument("--adapter", default=None, metavar="DIR",
-                   help="peft LoRA adapter folder to warm-start from")
+                   help="peft LoRA adapter folder: take the gradients at this (warm) adapter "
+                        "instead of a freshly initialised LoRA")
+    g.add_argument("--grad-loss", choices=["response", "text"], default=None,
+                   help="tokens the loss of the gradient norms covers: the answer alone "
+                        "(default for ctr, as CTR is fine-tuned) or the whole text (default "
+                        "for seqrec)")
     g.add_argument("--lora-r", type=int, default=8, metavar="R")
     g.add_argument("--lora-alpha", type=int, default=16, metavar="A")
     g.add_argument("--lora-targets", default="q_proj,v_proj", metavar="NAMES",
@@ -93,7 +104,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         block=args.block, batch_size=args.batch_size, max_length=args.max_length,
         dtype=args.dtype, seed=args.seed, sort_by_length=not args.no_sort,
         share_prefix=not args.no_share_prefix, device=args.device,
-        scores=not args.no_scores,
+        scores=not args.no_scores, grad_loss=args.grad_loss, embedding=args.embedding,
     )
     if args.quiet:
         from transformers.utils import logging as hf_logging

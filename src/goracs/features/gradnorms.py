@@ -40,6 +40,19 @@ Two more per-sample scores come out of the same pass when the response boundarie
   own surrogate, g_s the block gradient whose norm is the gradient norm, gbar the mean of g_s
   over the pool and H taken as the identity. Each g_s is kept (float32) in the cache shards,
   so one pass over the pool suffices and an interrupted run resumes; I = G gbar / N at the end.
+
+**Which tokens the loss covers** (``loss``): ``"text"``, every token after the first, as
+above; or ``"response"``, the mean cross-entropy of the response tokens alone (the prompt
+masked, as answer-only fine-tuning optimises it; docs/method.md section 2 takes CTR gradients
+this way). With ``"response"`` only the response rows enter the head's backward pass; the
+prompt positions still receive gradient through attention, and the shared prefix is cut short
+of every sample's response, so no loss row falls inside it and G_pre is not added.
+
+**LLM embeddings** ride along on request: the mean of the final hidden state (after the last
+norm) over each sample's prompt tokens, read off the forward pass the gradients already take,
+so that selection can measure distances in the geometry of the model being fine-tuned.
+:meth:`GradNormScorer.embed_prompts` gives the same vectors for samples that need no gradient
+(the validation set), in a forward pass alone.
 """
 
 from __future__ import annotations
@@ -69,6 +82,8 @@ MIN_SHARED_TOKENS = 4
 HEAD_CHUNK = 1024
 # Version of the cached arrays' layout and definitions; part of every cache key.
 CACHE_VERSION = 2
+#: Which tokens a sample's loss covers: the whole text, or the response alone.
+LOSSES = ("text", "response")
 
 
 @dataclass(frozen=True)
@@ -76,12 +91,14 @@ class SampleScores:
     """Per-sample scores of a pool, one float32 entry per sample.
 
     ``grad_norms`` always; ``el2n`` and ``influence`` when the response boundaries were given
-    (see the module docstring for their definitions), else None.
+    and scores were asked for (see the module docstring for their definitions), else None;
+    ``embeddings`` (N, d) float32, the LLM's mean prompt state, when asked for.
     """
 
     grad_norms: np.ndarray
     el2n: np.ndarray | None = None
     influence: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -282,14 +299,20 @@ class GradNormScorer:
         Description of the model (from :func:`load_scoring_model`); needed to cache results.
     shard_batches : int
         Batches per cache shard: the most work an interruption can lose.
+    loss : {"text", "response"}
+        The tokens each sample's loss covers (see the module docstring); ``"response"``
+        needs the response starts in :meth:`scores_from_ids`.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, block: str | None = None,
                  batch_size: int = 8, max_length: int = 512, sort_by_length: bool = True,
                  share_prefix: bool = True, identity: dict[str, Any] | None = None,
-                 shard_batches: int = 8) -> None:
+                 shard_batches: int = 8, loss: str = "text") -> None:
         import torch
 
+        if loss not in LOSSES:
+            raise GoracsError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        self.loss = loss
         if batch_size < 1:
             raise GoracsError(f"batch size must be positive, got {batch_size}")
         if shard_batches < 1:
@@ -511,11 +534,23 @@ class GradNormScorer:
                 grad[r] = g.to(grad.dtype)
         return grad.reshape(hidden.shape), errors
 
+    def _loss_rows(self, length: int, start: int, first: int | None) -> tuple[np.ndarray, float]:
+        """The rows (positions t >= ``start``, each predicting token t + 1) whose losses a
+        sample of ``length`` tokens sums, and the weight of each: all rows and 1/(length - 1)
+        for the whole-text loss; the response rows (from ``first`` - 1) and 1/(length -
+        first) for the response loss."""
+        if self.loss == "response":
+            assert first is not None and first - 1 >= start
+            return np.arange(first - 1, length - 1), 1.0 / (length - first)
+        return np.arange(start, length - 1), 1.0 / (length - 1)
+
     def _grads_fast(self, seqs: list[np.ndarray], start: int, prefix: dict[str, Any] | None,
-                    starts: np.ndarray | None = None) -> tuple[Any, np.ndarray | None]:
+                    starts: np.ndarray | None = None, embed: bool = False
+                    ) -> tuple[Any, np.ndarray | None, Any]:
         """Per-sample gradients (B, ...) of the losses of the tokens after position ``start``
         (the positions before it are the shared prefix, or none); with the response starts
-        ``starts``, each sample's EL2N too (float64, else None)."""
+        ``starts``, each sample's EL2N too (float64, else None), and with ``embed`` each
+        sample's mean prompt state (B, d) (else None)."""
         import torch
 
         lens = [len(s) for s in seqs]
@@ -526,10 +561,10 @@ class GradNormScorer:
         for b, s in enumerate(seqs):
             ids[b, :lens[b] - start] = torch.from_numpy(s[start:].astype(np.int64))
             mask[b, :lens[b]] = 1
-            t = np.arange(start, lens[b] - 1)
+            t, w = self._loss_rows(lens[b], start, None if starts is None else int(starts[b]))
             rows.append(b * width + t)
-            targets.append(np.asarray(s[start + 1:], dtype=np.int64))
-            weights.append(np.full(len(t), 1.0 / (lens[b] - 1)))
+            targets.append(np.asarray(s[t + 1], dtype=np.int64))
+            weights.append(np.full(len(t), w))
             if starts is not None:
                 # Row t predicts token t + 1: the response rows start one before it.
                 scored.append(t >= starts[b] - 1)
@@ -545,24 +580,37 @@ class GradNormScorer:
                                              scored_t)
             (gout,) = torch.autograd.grad(hidden, seen["out"], grad_outputs=dh)
         grads = self._per_sample_grads(seen["inp"], gout, mask)
+        emb = self._prompt_means(hidden.detach(), starts) if embed else None
         if starts is None:
-            return grads, None
+            return grads, None, emb
         err = errors.cpu().numpy()
         el2n = np.empty(batch, dtype=np.float64)
         pos = 0
         for b in range(batch):
-            k = lens[b] - 1 - start
+            k = len(scored[b])
             total = float(err[pos:pos + k][scored[b]].sum())
             pos += k
             first = int(starts[b]) - 1
             if first < start:  # response rows inside the shared prefix (a tiny pool)
                 total += float(prefix["errors"][first:start].sum())
             el2n[b] = total / (lens[b] - starts[b])
-        return grads, el2n
+        return grads, el2n, emb
 
-    def _grads_plain(self, seqs: list[np.ndarray], starts: np.ndarray | None = None
-                     ) -> tuple[Any, np.ndarray | None]:
-        """The same per-sample gradients (and EL2N) through the model's own forward pass."""
+    @staticmethod
+    def _prompt_means(hidden: Any, starts: np.ndarray | None) -> Any:
+        """Mean of each row's states over its prompt positions ``0 .. starts[b] - 1``."""
+        import torch
+
+        if starts is None:
+            raise GoracsError("LLM embeddings need each sample's response start")
+        out = torch.stack([hidden[b, :int(starts[b])].float().mean(dim=0)
+                           for b in range(hidden.shape[0])])
+        return out.cpu().numpy().astype(np.float32)
+
+    def _grads_plain(self, seqs: list[np.ndarray], starts: np.ndarray | None = None,
+                     embed: bool = False) -> tuple[Any, np.ndarray | None, Any]:
+        """The same per-sample gradients (EL2N, prompt means) through the model's own forward
+        pass."""
         import torch
 
         lens = [len(s) for s in seqs]
@@ -574,12 +622,15 @@ class GradNormScorer:
             mask[b, :lens[b]] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         with self._capture() as seen, torch.enable_grad():
-            logits = self.model(input_ids=ids, attention_mask=mask).logits
-            loss = sample_losses(logits, ids, mask).sum()
+            out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=embed)
+            logits = out.logits
+            first = starts if self.loss == "response" else None
+            loss = sample_losses(logits, ids, mask, first).sum()
             (gout,) = torch.autograd.grad(loss, seen["out"])
         grads = self._per_sample_grads(seen["inp"], gout, mask)
+        emb = self._prompt_means(out.hidden_states[-1].detach(), starts) if embed else None
         if starts is None:
-            return grads, None
+            return grads, None, emb
         owner = np.concatenate([np.full(lens[b] - starts[b], b) for b in range(batch)])
         pos = np.concatenate([np.arange(starts[b] - 1, lens[b] - 1) for b in range(batch)])
         bi = torch.from_numpy(owner).to(self.device)
@@ -591,15 +642,21 @@ class GradNormScorer:
         bounds = np.concatenate([[0], np.cumsum([lens[b] - starts[b] for b in range(batch)])])
         el2n = np.array([err[bounds[b]:bounds[b + 1]].sum() / (bounds[b + 1] - bounds[b])
                          for b in range(batch)], dtype=np.float64)
-        return grads, el2n
+        return grads, el2n, emb
 
-    def _prepare_prefix(self, ids: Sequence[Sequence[int]]) -> dict[str, Any] | None:
+    def _prepare_prefix(self, ids: Sequence[Sequence[int]],
+                        starts: Sequence[int] | None = None) -> dict[str, Any] | None:
         """State of the shared prefix: its cache, its hidden states at the block's layer, the
         gradient G_pre of the summed losses of the tokens inside it, and the error norm of
-        each of its rows (for responses that begin inside it)."""
+        each of its rows (for responses that begin inside it). Under the response loss the
+        prefix ends before the first row that predicts a response token."""
         import torch
 
         start = self.shared_prefix_length(ids)
+        if self.loss == "response" and start and starts is not None and len(starts):
+            start = min(start, int(np.min(starts)) - 1)
+            if start < MIN_SHARED_TOKENS:
+                start = 0
         if start == 0:
             return None
         first = np.asarray(ids[0], dtype=np.int64)
@@ -656,11 +713,15 @@ class GradNormScorer:
                 out[s + k] = response_start(ids[s + k], p)
         return out
 
-    def prepare(self, ids: Sequence[Sequence[int]]) -> None:
+    def prepare(self, ids: Sequence[Sequence[int]],
+                starts: Sequence[int] | None = None) -> None:
         """Set up the work shared by a set of samples (their common prefix); every later
-        :meth:`batch_scores` call must take samples of this set."""
+        :meth:`batch_scores` call must take samples of this set (and, under the response
+        loss, response starts no earlier than ``starts``' smallest)."""
         self._activate()
-        self._prefix = self._prepare_prefix(ids)
+        if self.loss == "response" and starts is None:
+            raise GoracsError("the response loss needs each sample's response start")
+        self._prefix = self._prepare_prefix(ids, starts)
 
     def processing_order(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
         """The order in which samples are batched: by length (ties by position) or as given."""
@@ -670,8 +731,9 @@ class GradNormScorer:
         return np.lexsort((np.arange(n), np.array([len(s) for s in ids], dtype=np.int64)))
 
     def batch_scores(self, seqs: Sequence[Sequence[int]],
-                     starts: Sequence[int] | None = None
-                     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+                     starts: Sequence[int] | None = None, embed: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None,
+                                np.ndarray | None]:
         """Scores of one batch of samples of the prepared set.
 
         Parameters
@@ -680,57 +742,79 @@ class GradNormScorer:
             Token ids.
         starts : sequence of int, optional
             Each sample's response start (:meth:`response_starts`), at least 1 and below
-            its length.
+            its length; required by the response loss and by ``embed``.
+        embed : bool
+            Also return each sample's LLM embedding (mean prompt state).
 
         Returns
         -------
-        (norms, el2n, grads)
+        (norms, el2n, grads, embeddings)
             Gradient norms (B,) float64; with ``starts``, EL2N (B,) float64 and the block
-            gradients (B, P) float32, flattened; else None for both.
+            gradients (B, P) float32, flattened, else None for both; with ``embed`` the
+            embeddings (B, d) float32, else None.
         """
         import torch
 
         seqs = [_as_ids(s) for s in seqs]
         st = None if starts is None else np.asarray(starts, dtype=np.int64)
+        if self.loss == "response" and st is None:
+            raise GoracsError("the response loss needs each sample's response start")
         self._activate()
         prefix = self._prefix
         if not self.fast:
-            grads, el2n = self._grads_plain(seqs, st)
+            grads, el2n, emb = self._grads_plain(seqs, st, embed)
         elif prefix is None:
-            grads, el2n = self._grads_fast(seqs, 0, None, st)
+            grads, el2n, emb = self._grads_fast(seqs, 0, None, st, embed)
         else:
             head = prefix["tokens"]
             if any(not np.array_equal(s[:len(head)], head) for s in seqs):
                 raise GoracsError("a batch holds a sample outside the prepared set (its start "
                                   "differs from the shared prefix); call prepare() first")
-            grads, el2n = self._grads_fast(seqs, prefix["start"], prefix, st)
-            inv = torch.tensor([1.0 / (len(s) - 1) for s in seqs], dtype=torch.float64,
-                               device=self.device)
-            grads = grads + inv.view(-1, *([1] * (grads.dim() - 1))) * prefix["g_pre"]
+            if st is not None and self.loss == "response" and \
+                    int(st.min()) - 1 < prefix["start"]:
+                raise GoracsError("a batch holds a response that starts inside the prepared "
+                                  "prefix; call prepare() with its response starts")
+            grads, el2n, emb = self._grads_fast(seqs, prefix["start"], prefix, st, embed)
+            if self.loss == "text":
+                inv = torch.tensor([1.0 / (len(s) - 1) for s in seqs], dtype=torch.float64,
+                                   device=self.device)
+                grads = grads + inv.view(-1, *([1] * (grads.dim() - 1))) * prefix["g_pre"]
         flat = grads.flatten(1)
         norms = flat.norm(dim=1).cpu().numpy()
         if st is None:
-            return norms, None, None
-        return norms, el2n, flat.float().cpu().numpy()
+            return norms, None, None, emb
+        return norms, el2n, flat.float().cpu().numpy(), emb
 
-    def batch_norms(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
+    def batch_norms(self, seqs: Sequence[Sequence[int]],
+                    starts: Sequence[int] | None = None) -> np.ndarray:
         """Gradient norms (float64) of one batch of samples of the prepared set."""
-        return self.batch_scores(seqs)[0]
+        return self.batch_scores(seqs, starts)[0]
 
     def cache_key(self, ids: Sequence[Sequence[int]],
-                  starts: Sequence[int] | None = None) -> str:
-        """Content key of the results for ``ids`` (and response starts, when scored)."""
+                  starts: Sequence[int] | None = None, *, scores: bool = True,
+                  embed: bool = False) -> str:
+        """Content key of the results for ``ids`` (and response starts, when given), under
+        this scorer's loss, with or without the scores and embeddings."""
         if self.identity is None:
             raise GoracsError("caching gradient norms needs the model identity "
                               "(load the model with load_scoring_model)")
-        return content_key({
+        doc: dict[str, Any] = {
             "kind": "grad_norms", "version": CACHE_VERSION, "ids": _ids_digest(ids),
             "model": self.identity, "block": self.block_name, "batch_size": self.batch_size,
             "sort_by_length": self.sort_by_length,
             "share_prefix": bool(self.share_prefix and self.fast and self.layer_index),
             "fast": self.fast,
             "response_starts": None if starts is None else _ids_digest([list(starts)]),
-        })
+        }
+        # Entries added later appear only when they differ from what the key always meant,
+        # so the caches of earlier runs stay valid.
+        if self.loss != "text":
+            doc["loss"] = self.loss
+        if starts is not None and not scores:
+            doc["scores"] = False
+        if embed:
+            doc["embeddings"] = "mean prompt state, last layer"
+        return content_key(doc)
 
     def norms(self, texts: Sequence[str], cache_dir: str | os.PathLike | None = None,
               progress: bool = True) -> np.ndarray:
@@ -748,7 +832,8 @@ class GradNormScorer:
     def scores_from_ids(self, ids: Sequence[Sequence[int]],
                         response_starts: Sequence[int] | None = None,
                         cache_dir: str | os.PathLike | None = None,
-                        progress: bool = True) -> SampleScores:
+                        progress: bool = True, *, scores: bool = True,
+                        embed: bool = False) -> SampleScores:
         """Gradient norms, and with ``response_starts`` EL2N and influence, in one pass.
 
         Parameters
@@ -757,6 +842,12 @@ class GradNormScorer:
             Token ids of the pool, each at least 2 tokens long.
         response_starts : sequence of int, optional
             From :meth:`response_starts`; every sample must keep at least one response token.
+            Required by the response loss and by ``embed``.
+        scores : bool
+            With ``response_starts``, also EL2N and influence (False: the norms alone).
+        embed : bool
+            Also each sample's LLM embedding, the mean final hidden state over its prompt
+            tokens, from the same forward pass.
         cache_dir : path, optional
             Finished shards (norms, EL2N and the float32 block gradients) are saved as they
             complete and found again on the next call with the same inputs, so an interrupted
@@ -776,6 +867,9 @@ class GradNormScorer:
             raise GoracsError(f"sample {short[0]} has fewer than 2 tokens: nothing to predict")
         n = len(seqs)
         starts = None
+        if response_starts is None and (self.loss == "response" or embed):
+            raise GoracsError("the response loss and LLM embeddings need each sample's "
+                              "response start")
         if response_starts is not None:
             starts = np.asarray(response_starts, dtype=np.int64).reshape(-1)
             if starts.shape[0] != n:
@@ -788,62 +882,78 @@ class GradNormScorer:
                         "or skip EL2N and influence with --no-scores")
                 if s < 1:
                     raise GoracsError(f"sample {i}: a response cannot start at token {s}")
-        names = ["gradnorms"] + ([] if starts is None else ["el2n", "influence"])
+        with_scores = starts is not None and scores
+        names = (["gradnorms"] + (["el2n", "influence"] if with_scores else [])
+                 + (["llmemb"] if embed else []))
         final = parts = None
         if cache_dir is not None:
-            key = self.cache_key(seqs, starts)
+            key = self.cache_key(seqs, starts, scores=scores, embed=embed)
             final = {k: Path(cache_dir) / f"{k}-{key}.npy" for k in names}
             parts = Path(cache_dir) / f"gradnorms-{key}.parts"
             if all(f.is_file() for f in final.values()):
                 got = {k: np.load(f, allow_pickle=False) for k, f in final.items()}
-                return SampleScores(got["gradnorms"], got.get("el2n"), got.get("influence"))
+                return SampleScores(got["gradnorms"], got.get("el2n"), got.get("influence"),
+                                    got.get("llmemb"))
         order = self.processing_order(seqs)
         shard = self.batch_size * self.shard_batches
         bounds = list(range(0, n, shard))
         sizes = [min(shard, n - s) for s in bounds]
         found = load_parts(parts, "shard", sizes, ndim=1)
         errs: list[np.ndarray | None] = [None] * len(sizes)
+        embs: list[np.ndarray | None] = [None] * len(sizes)
         # Gradient shards stay on disk when there is a cache (they can be large) and are
         # read back one at a time for the influence pass.
         grads: list[np.ndarray | Path | None] = [None] * len(sizes)
-        if starts is not None:
+        if with_scores:
             errs = load_parts(parts, "el2n", sizes, ndim=1)
             grads = _grad_parts(parts, sizes)
             found = [f if e is not None and g is not None else None
                      for f, e, g in zip(found, errs, grads, strict=True)]
+        if embed:
+            embs = load_parts(parts, "llmemb", sizes, ndim=2)
+            found = [f if e is not None else None for f, e in zip(found, embs, strict=True)]
         done = sum(a.shape[0] for a in found if a is not None)
-        bar = tqdm(total=n, initial=done, desc="gradient scores" if starts is not None
+        bar = tqdm(total=n, initial=done, desc="gradient scores" if with_scores
                    else "gradient norms", unit="sample", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         with bar:
             if done < n:
-                self.prepare(seqs)
+                self.prepare(seqs, starts)
             for k, s in enumerate(bounds):
                 if found[k] is not None:
                     continue
                 idx = order[s:s + shard]
-                out: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []
+                out: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None,
+                                np.ndarray | None]] = []
                 for b in range(0, len(idx), self.batch_size):
                     part = idx[b:b + self.batch_size]
-                    out.append(self.batch_scores([seqs[i] for i in part],
-                                                 None if starts is None else starts[part]))
+                    st = None if starts is None else starts[part]
+                    got = (self.batch_scores([seqs[i] for i in part], st, embed=True) if embed
+                           else self.batch_scores([seqs[i] for i in part], st))
+                    out.append(got)
                     bar.update(len(part))
                 norms_k = np.concatenate([o[0] for o in out])
-                if starts is not None:
+                if with_scores:
                     errs[k] = np.concatenate([o[1] for o in out])
                     grads[k] = np.concatenate([o[2] for o in out])
+                if embed:
+                    embs[k] = np.concatenate([o[3] for o in out])
                 if parts is not None:
                     # The norms shard goes last: its presence marks the shard complete.
-                    if starts is not None:
+                    if with_scores:
                         atomic_save_npy(parts / f"grad-{k:05d}.npy", grads[k])
                         atomic_save_npy(parts / f"el2n-{k:05d}.npy", errs[k])
                         grads[k] = parts / f"grad-{k:05d}.npy"
+                    if embed:
+                        atomic_save_npy(parts / f"llmemb-{k:05d}.npy", embs[k])
                     atomic_save_npy(parts / f"shard-{k:05d}.npy", norms_k)
                 found[k] = norms_k
         results = {"gradnorms": _unsort(found, order)}
-        if starts is not None:
+        if with_scores:
             results["el2n"] = _unsort(errs, order)
             results["influence"] = _unsort(_influence(grads, n), order)
+        if embed:
+            results["llmemb"] = _unsort_rows(embs, order)
         for name, arr in results.items():
             if not np.isfinite(arr).all():
                 raise GoracsError(f"{_LABELS[name]} contain NaN or inf (try --dtype fp32)")
@@ -852,7 +962,82 @@ class GradNormScorer:
                 atomic_save_npy(final[name], arr)
             shutil.rmtree(parts, ignore_errors=True)
         return SampleScores(results["gradnorms"], results.get("el2n"),
-                            results.get("influence"))
+                            results.get("influence"), results.get("llmemb"))
+
+    def embed_prompts(self, ids: Sequence[Sequence[int]], prompt_ends: Sequence[int],
+                      cache_dir: str | os.PathLike | None = None,
+                      progress: bool = True) -> np.ndarray:
+        """LLM embeddings (N, d) float32 of samples that need no gradient, forward only.
+
+        The same vectors :meth:`scores_from_ids` returns with ``embed`` (the mean final hidden
+        state over tokens ``0 .. prompt_ends[i] - 1``, through the same route, adapter and
+        shared prefix), so pool and validation embeddings share one geometry. Cached by
+        content under ``cache_dir`` when given.
+        """
+        import torch
+        from tqdm import tqdm
+
+        seqs = [_as_ids(s) for s in ids]
+        ends = np.asarray(prompt_ends, dtype=np.int64).reshape(-1)
+        if len(seqs) == 0:
+            raise GoracsError("no samples to embed")
+        if ends.shape[0] != len(seqs):
+            raise GoracsError(f"{ends.shape[0]} prompt ends for {len(seqs)} samples")
+        bad = np.flatnonzero((ends < 1) | (ends > np.array([len(s) for s in seqs])))
+        if bad.size:
+            raise GoracsError(f"sample {int(bad[0])}: its prompt end {int(ends[bad[0]])} is "
+                              "outside its tokens")
+        final = None
+        if cache_dir is not None:
+            if self.identity is None:
+                raise GoracsError("caching LLM embeddings needs the model identity "
+                                  "(load the model with load_scoring_model)")
+            key = content_key({
+                "kind": "llm_prompt_embeddings", "version": CACHE_VERSION,
+                "ids": _ids_digest(seqs), "ends": _ids_digest([list(ends)]),
+                "model": self.identity, "batch_size": self.batch_size,
+                "share_prefix": bool(self.share_prefix and self.fast and self.layer_index),
+                "fast": self.fast})
+            final = Path(cache_dir) / f"llmemb-valid-{key}.npy"
+            if final.is_file():
+                return np.load(final, allow_pickle=False)
+        order = self.processing_order(seqs)
+        start = self.shared_prefix_length(seqs)
+        start = min(start, int(ends.min()) - 1)
+        prefix = None
+        if self.fast and start >= MIN_SHARED_TOKENS:
+            hidden, kv = self._prefix_pass(seqs[0][:start].tolist())
+            prefix = {"hidden": hidden, "kv": kv}
+        else:
+            start = 0
+        pieces = []
+        with torch.no_grad(), tqdm(total=len(seqs), desc="LLM embeddings", unit="sample",
+                                   disable=not progress, file=sys.stderr,
+                                   dynamic_ncols=True) as bar:
+            for b in range(0, len(seqs), self.batch_size):
+                part = order[b:b + self.batch_size]
+                batch = [seqs[i] for i in part]
+                lens = [len(s) for s in batch]
+                width = max(lens)
+                x = torch.full((len(batch), width - start), self.pad_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for r, s in enumerate(batch):
+                    x[r, :lens[r] - start] = torch.from_numpy(s[start:].astype(np.int64))
+                    mask[r, :lens[r]] = 1
+                x, mask = x.to(self.device), mask.to(self.device)
+                if self.fast:
+                    hidden = self._hidden(x, mask, prefix)
+                else:
+                    hidden = self.model(input_ids=x, attention_mask=mask,
+                                        output_hidden_states=True).hidden_states[-1]
+                pieces.append(self._prompt_means(hidden, ends[part]))
+                bar.update(len(batch))
+        out = _unsort_rows(pieces, order)
+        if not np.isfinite(out).all():
+            raise GoracsError("LLM embeddings contain NaN or inf (try --dtype fp32)")
+        if final is not None:
+            atomic_save_npy(final, out)
+        return out
 
     def shared_prefix_length(self, ids: Sequence[Sequence[int]]) -> int:
         """How many leading tokens of ``ids`` run once for the whole set (0: none).
@@ -873,13 +1058,21 @@ class GradNormScorer:
 
 
 _LABELS = {"gradnorms": "gradient norms", "el2n": "EL2N scores",
-           "influence": "influence scores"}
+           "influence": "influence scores", "llmemb": "LLM embeddings"}
 
 
 def _unsort(pieces: Sequence[np.ndarray], order: np.ndarray) -> np.ndarray:
     """Per-sample float32 values in pool order, from shards in processing order."""
     out = np.empty(order.shape[0], dtype=np.float32)
     out[order] = np.concatenate(pieces).astype(np.float32)
+    return out
+
+
+def _unsort_rows(pieces: Sequence[np.ndarray], order: np.ndarray) -> np.ndarray:
+    """Per-sample float32 rows in pool order, from shards in processing order."""
+    rows = np.concatenate(pieces).astype(np.float32)
+    out = np.empty_like(rows)
+    out[order] = rows
     return out
 
 
@@ -918,21 +1111,31 @@ def _influence(grads: Sequence[np.ndarray | Path | None], n: int) -> list[np.nda
     return [read(g).astype(np.float64) @ gbar / n for g in grads]
 
 
-def sample_losses(logits: Any, ids: Any, mask: Any) -> Any:
-    """Each sample's mean next-token cross-entropy over its own tokens (padding excluded)."""
+def sample_losses(logits: Any, ids: Any, mask: Any,
+                  response_starts: Sequence[int] | None = None) -> Any:
+    """Each sample's mean next-token cross-entropy over its own tokens (padding excluded);
+    with ``response_starts``, over its response tokens alone."""
     import torch
 
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     nll = -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     valid = mask[:, 1:].to(nll.dtype)
+    if response_starts is not None:
+        # Position t predicts token t + 1: token s is predicted at t = s - 1.
+        pos = torch.arange(nll.shape[1], device=nll.device)
+        first = torch.as_tensor(np.asarray(response_starts, dtype=np.int64),
+                                device=nll.device).unsqueeze(1)
+        valid = valid * (pos.unsqueeze(0) >= first - 1).to(nll.dtype)
     return (nll * valid).sum(dim=1) / valid.sum(dim=1)
 
 
 def reference_norms(scorer: GradNormScorer, ids: Sequence[Sequence[int]],
-                    progress: bool = False) -> np.ndarray:
+                    progress: bool = False,
+                    response_starts: Sequence[int] | None = None) -> np.ndarray:
     """The reference implementation's procedure, for checks and benchmarks: each batch (in
     the given order) takes one forward pass, then one backward pass per sample, down to the
-    block, reading the block's gradient after each."""
+    block, reading the block's gradient after each. With ``response_starts`` each loss
+    covers the response tokens alone."""
     import torch
     from tqdm import tqdm
 
@@ -952,7 +1155,9 @@ def reference_norms(scorer: GradNormScorer, ids: Sequence[Sequence[int]],
         t_ids, mask = t_ids.to(scorer.device), mask.to(scorer.device)
         with torch.enable_grad():
             logits = scorer.model(input_ids=t_ids, attention_mask=mask).logits
-            losses = sample_losses(logits, t_ids, mask)
+            first = (None if response_starts is None
+                     else np.asarray(response_starts, dtype=np.int64)[s:s + bs])
+            losses = sample_losses(logits, t_ids, mask, first)
             for b in range(len(batch)):
                 (g,) = torch.autograd.grad(losses[b], scorer.param,
                                            retain_graph=b < len(batch) - 1)

@@ -3,8 +3,13 @@
 Reads ``DIR/train.json`` and ``DIR/valid.json`` (Alpaca records) and ``DIR/meta.json`` (the
 task), and writes into ``DIR/features/``:
 
-* ``train_emb.npy``, ``valid_emb.npy``: float32 sample embeddings (method.md section 2);
-* ``grad_norms.npy``: float32 gradient norm of every training sample;
+* ``train_emb.npy``, ``valid_emb.npy``: float32 sample embeddings (method.md section 2),
+  from the sentence encoder, or from the scoring LLM with ``embedding="llm"``;
+* ``llm_train_emb.npy``, ``llm_valid_emb.npy``: the scoring LLM's embeddings (the mean of its
+  final hidden state over each sample's prompt, taken in the gradient pass for the pool and in
+  a forward pass for the validation set), with ``embedding`` "llm" or "both";
+* ``grad_norms.npy``: float32 gradient norm of every training sample, of the loss over the
+  answer tokens (CTR's default) or over the whole text (SeqRec's), as ``grad_loss`` says;
 * ``el2n.npy``, ``influence.npy``: float32 EL2N and DEALRec influence score of every training
   sample, from the same pass as the gradient norms (unless ``scores`` is off; see
   :mod:`goracs.features.gradnorms` for their definitions);
@@ -28,7 +33,7 @@ import numpy as np
 
 from goracs.errors import GoracsError
 from goracs.features.embeddings import embed_texts
-from goracs.features.gradnorms import GradNormScorer, LoraSettings, load_scoring_model
+from goracs.features.gradnorms import LOSSES, GradNormScorer, LoraSettings, load_scoring_model
 from goracs.features.samples import (
     check_task,
     ctr_labels,
@@ -67,6 +72,26 @@ class FeatureSettings:
     share_prefix: bool = True
     device: str = "cpu"
     scores: bool = True
+    #: Tokens the gradient norms' loss covers: "response" (the answer alone) or "text"; None
+    #: takes the task's default (TASK_GRAD_LOSS), as the task is fine-tuned.
+    grad_loss: str | None = None
+    #: "encoder" (the sentence encoder), "llm" (the scoring LLM's mean prompt state) or
+    #: "both" (the encoder's in train_emb.npy, the LLM's in llm_*_emb.npy as well).
+    embedding: str = "encoder"
+
+
+#: The loss each task's gradient norms take by default: CTR's fine-tuning puts the loss on the
+#: answer alone; SeqRec's gradients follow the reference and cover the whole text.
+TASK_GRAD_LOSS = {"seqrec": "text", "ctr": "response"}
+EMBEDDINGS = ("encoder", "llm", "both")
+
+
+def resolve_grad_loss(settings: FeatureSettings, task: str) -> str:
+    """The loss the gradient norms of ``task`` take under ``settings`` (checked)."""
+    loss = settings.grad_loss if settings.grad_loss is not None else TASK_GRAD_LOSS[task]
+    if loss not in LOSSES:
+        raise GoracsError(f"grad_loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    return loss
 
 
 def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None = None,
@@ -79,6 +104,11 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
     if not d.is_dir():
         raise GoracsError(f"data folder not found: {d}")
     task = check_task(s.task, "--task") if s.task is not None else read_task(d)
+    grad_loss = resolve_grad_loss(s, task)
+    if s.embedding not in EMBEDDINGS:
+        raise GoracsError(f"embedding must be one of {', '.join(EMBEDDINGS)}, "
+                          f"got {s.embedding!r}")
+    use_llm = s.embedding in ("llm", "both")
     train = load_records(d / "train.json")
     valid = load_records(d / "valid.json")
     labels = {}
@@ -90,9 +120,11 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()
 
-    encoder_path = resolve_encoder(s.encoder)
+    encoder_path = resolve_encoder(s.encoder) if s.embedding != "llm" else None
     embs = {}
     for split, records in (("train", train), ("valid", valid)):
+        if encoder_path is None:
+            break
         t0 = time.perf_counter()
         embs[split] = embed_texts(embedding_texts(records, task), encoder_path,
                                   batch_size=s.encoder_batch_size,
@@ -110,29 +142,47 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
                                                     dtype=s.dtype, device=s.device)
     scorer = GradNormScorer(model, tokenizer, block=s.block, batch_size=s.batch_size,
                             max_length=s.max_length, sort_by_length=s.sort_by_length,
-                            share_prefix=s.share_prefix, identity=identity)
+                            share_prefix=s.share_prefix, identity=identity, loss=grad_loss)
     seconds["load_model"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     ids = scorer.tokenize(training_texts(train))
     starts = None
-    if s.scores:
-        starts = scorer.response_starts([render_prompt(r, False) for r in train], ids)
-        cut = np.flatnonzero(starts >= np.array([len(x) for x in ids]))
-        if cut.size:
-            raise GoracsError(f"{d / 'train.json'}: record {int(cut[0])} keeps no response "
-                              f"token within --max-length {s.max_length} ({cut.size} such "
-                              "records); raise --max-length or pass --no-scores")
-    result = scorer.scores_from_ids(ids, starts, cache_dir=cache, progress=progress)
+    if s.scores or grad_loss == "response" or use_llm:
+        starts = _response_starts(scorer, train, ids, d / "train.json", s.max_length)
+    result = scorer.scores_from_ids(ids, starts, cache_dir=cache, progress=progress,
+                                    scores=s.scores, embed=use_llm)
     norms = result.grad_norms
     seconds["grad_norms"] = time.perf_counter() - t0
-    say(f"train: {norms.shape[0]} gradient norms, median {float(np.median(norms)):.4g} "
-        f"({seconds['grad_norms']:.1f} s{', EL2N and influence included' if s.scores else ''})")
+    say(f"train: {norms.shape[0]} gradient norms of the {grad_loss} loss, median "
+        f"{float(np.median(norms)):.4g} ({seconds['grad_norms']:.1f} s"
+        f"{', EL2N and influence included' if s.scores else ''}"
+        f"{', LLM embeddings included' if use_llm else ''})")
+    if use_llm:
+        t0 = time.perf_counter()
+        v_ids = scorer.tokenize(training_texts(valid))
+        v_ends = _response_starts(scorer, valid, v_ids, d / "valid.json", s.max_length)
+        llm = {"train": result.embeddings,
+               "valid": scorer.embed_prompts(v_ids, v_ends, cache_dir=cache,
+                                             progress=progress)}
+        seconds["llm_embed_valid"] = time.perf_counter() - t0
+        say(f"valid: {llm['valid'].shape[0]} LLM embeddings of width {llm['valid'].shape[1]} "
+            f"({seconds['llm_embed_valid']:.1f} s)")
+        if s.embedding == "llm":
+            embs = llm
 
     files = {"train_emb": "train_emb.npy", "valid_emb": "valid_emb.npy",
              "grad_norms": "grad_norms.npy"}
     atomic_save_npy(out / files["train_emb"], embs["train"])
     atomic_save_npy(out / files["valid_emb"], embs["valid"])
     atomic_save_npy(out / files["grad_norms"], norms)
+    for split in ("train", "valid"):
+        name = f"llm_{split}_emb"
+        if use_llm:
+            files[name] = f"{name}.npy"
+            atomic_save_npy(out / files[name], llm[split])
+        else:
+            # LLM embeddings left by an earlier run would no longer match these features.
+            (out / f"{name}.npy").unlink(missing_ok=True)
     scores = {"el2n": result.el2n, "influence": result.influence}
     for name, arr in scores.items():
         if arr is not None:
@@ -157,12 +207,21 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
         "n_train": len(train),
         "n_valid": len(valid),
         "files": files,
-        "encoder": {"name": s.encoder, "path": encoder_path,
-                    "dim": int(embs["train"].shape[1]), "batch_size": s.encoder_batch_size,
-                    "max_length": s.encoder_max_length, "dtype": s.encoder_dtype,
-                    "texts": "with response" if task == "seqrec" else "without response"},
+        "encoder": ({"name": s.encoder, "path": encoder_path,
+                     "dim": int(embs["train"].shape[1]), "batch_size": s.encoder_batch_size,
+                     "max_length": s.encoder_max_length, "dtype": s.encoder_dtype,
+                     "texts": "with response" if task == "seqrec" else "without response"}
+                    if encoder_path is not None else None),
+        "embedding": s.embedding,
+        "llm_embedding": ({"definition": "mean of the scoring LLM's final hidden state (after "
+                                         "its last norm) over the prompt tokens, response "
+                                         "excluded",
+                           "dim": int(llm["train"].shape[1])} if use_llm else None),
         "grad_norms": {
             **identity,
+            "loss": ("mean cross-entropy of the response tokens (prompt masked)"
+                     if grad_loss == "response" else "mean cross-entropy of the whole text"),
+            "grad_loss": grad_loss,
             "block": scorer.block_name,
             "batch_size": s.batch_size,
             "max_length": s.max_length,
@@ -178,7 +237,7 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
                      for k, v in asdict(s).items()},
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
-    if starts is not None:
+    if starts is not None and s.scores:
         n_resp = lengths - starts
         manifest["el2n"] = {
             "definition": "mean over the response tokens (after '### Response:', "
@@ -192,7 +251,7 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
         manifest["influence"] = {
             "definition": "(1/N) gbar^T H^-1 g_s: first-order growth of the empirical risk "
                           "when sample s is removed (DEALRec, Lin et al. 2024), with the "
-                          "scoring LLM as surrogate, g_s the gradient of the whole-text loss "
+                          f"scoring LLM as surrogate, g_s the gradient of the {grad_loss} loss "
                           "on the grad_norms block, gbar its mean over the pool",
             "hessian": "identity",
             "gradient": scorer.block_name,
@@ -204,6 +263,20 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
                               for split, a in labels.items()}
     atomic_write_json(out / "features.json", manifest)
     return manifest
+
+
+def _response_starts(scorer: GradNormScorer, records: list[dict[str, Any]], ids: list[np.ndarray],
+                     path: Path, max_length: int) -> np.ndarray:
+    """Each record's response start; one line naming the first record whose response
+    ``max_length`` cuts off whole."""
+    starts = scorer.response_starts([render_prompt(r, False) for r in records], ids)
+    cut = np.flatnonzero(starts >= np.array([len(x) for x in ids]))
+    if cut.size:
+        raise GoracsError(f"{path}: record {int(cut[0])} keeps no response token within "
+                          f"--max-length {max_length} ({cut.size} such records); raise "
+                          "--max-length, or pass --no-scores --grad-loss text with the "
+                          "encoder's embeddings")
+    return starts
 
 
 def _stats(v: np.ndarray) -> dict[str, float]:
