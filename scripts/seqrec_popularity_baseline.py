@@ -18,45 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from goracs.data.prompts import seqrec_history
 from goracs.errors import GoracsError
-from goracs.evaluate.metrics import hit_ratio_at_k, ndcg_at_k, rank_among_titles, ranking_metrics
+from goracs.evaluate.metrics import hit_ratio_at_k, ndcg_at_k, ranking_metrics
+from goracs.evaluate.references import popularity_ranks, title_counts
 from goracs.evaluate.run import sample_test_indices
 from goracs.features.samples import load_records
 from goracs.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
-
-
-def title_counts(train: Sequence[dict]) -> Counter:
-    """How often each title occurs in the training records, histories and targets."""
-    counts: Counter = Counter()
-    for rec in train:
-        counts.update(seqrec_history(rec))
-        if not isinstance(rec.get("target"), str):
-            raise GoracsError("a SeqRec training record has no 'target' title")
-        counts[rec["target"]] += 1
-    return counts
-
-
-def popularity_ranks(test: Sequence[dict], counts: Counter, catalogue: Sequence[str]
-                     ) -> tuple[list[int | None], list[int | None]]:
-    """The target's 0-based rank among its sampled candidates and over the catalogue."""
-    cat_scores = -np.array([counts[t] for t in catalogue], dtype=np.float64)
-    sampled: list[int | None] = []
-    full: list[int | None] = []
-    for rec in test:
-        if not isinstance(rec.get("negatives"), list):
-            raise GoracsError("a SeqRec test record has no 'negatives' list")
-        cands = [rec["target"], *rec["negatives"]]
-        sampled.append(rank_among_titles(-np.array([counts[t] for t in cands], np.float64),
-                                         cands, rec["target"]))
-        full.append(rank_among_titles(cat_scores, catalogue, rec["target"]))
-    return sampled, full
 
 
 def _sampled_ranks(path: Path, test: Sequence[dict]) -> tuple[np.ndarray, list[int | None]]:

@@ -107,3 +107,62 @@ def test_reports_are_written_and_stable(finished, tmp_path: Path):
     before = {p: p.read_bytes() for p in tmp_path.glob("*.*")}
     write_reports(cfg, tmp_path, groups, outcomes, "goracs experiment unit.toml")
     assert {p: p.read_bytes() for p in tmp_path.glob("*.*")} == before
+
+
+def test_every_row_is_compared_with_random_on_the_same_users(finished, tmp_path: Path):
+    """With predictions beside the records, each row gets its difference from random with a
+    bootstrap interval, and the liked-share rule joins the table as a row."""
+    import json
+
+    import numpy as np
+
+    cfg, groups, outcomes = finished
+    g = groups[0]
+    rng = np.random.default_rng(0)
+    n = 400
+
+    def record(i: int) -> dict:
+        liked = [f'"Liked {k}"' for k in range(int(rng.integers(0, 4)))]
+        disliked = [f'"Disliked {k}"' for k in range(int(rng.integers(0, 4)))]
+        return {"instruction": "Will the user like it?",
+                "input": f"User Preference: {', '.join(liked)}\nUser Unpreference: "
+                         f"{', '.join(disliked)}\nWhether the user will like the target "
+                         f'movie "Film {i}"?',
+                "output": "Yes" if rng.integers(0, 2) else "No", "user": f"u{i}",
+                "target": f"Film {i}"}
+
+    test = [record(i) for i in range(n)]
+    (g.data_dir / "test.json").write_text(json.dumps(test))
+    y = np.array([int(r["output"] == "Yes") for r in test])
+
+    def predict(run, p):
+        rows = [{"index": i, "user": test[i]["user"], "label": int(y[i]), "p_yes": float(q)}
+                for i, q in enumerate(p)]
+        (run.eval_dir / "predictions.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows))
+
+    for run in g.runs:
+        if (run.eval_dir / "run.json").is_file():
+            strong = run.method == "goracs"
+            p = np.clip(y * (0.5 if strong else 0.0) + rng.random(n) * 0.5, 0, 1)
+            predict(run, p)
+    rows, md = write_reports(cfg, tmp_path, groups, outcomes, "goracs experiment unit.toml")
+    head = next(line for line in md.splitlines() if line.startswith("| method "))
+    assert "AUC vs random" in head and "log_loss vs random" in head
+    goracs_line = next(line for line in md.splitlines() if line.startswith("| goracs "))
+    assert goracs_line.count(" [+") >= 1  # a gain with an interval above zero
+    assert "goracs (b=4) beats random on AUC" in md
+    assert "zero-shot ties with random on AUC" in md
+    assert "*liked-share rule*" in md
+    results = list(csv.DictReader((tmp_path / "results.csv").open()))
+    ref = [r for r in results if r["status"] == "reference"]
+    assert len(ref) == 1 and ref[0]["method"] == "liked-share rule"
+    gor = [r for r in results if r["method"] == "goracs" and r["status"] == "done"]
+    assert all(float(r["AUC vs random lo"]) > 0 for r in gor)
+    # the rule's predictions are written beside the runs and recompute its AUC
+    from goracs.evaluate.metrics import auc
+
+    ref_rows = [json.loads(x) for x in (g.root / "reference" / "liked-share-rule" /
+                                        "predictions.jsonl").read_text().splitlines()]
+    assert float(ref[0]["AUC"]) == pytest.approx(
+        auc([r["label"] for r in ref_rows], [r["p_yes"] for r in ref_rows]), abs=1e-6)

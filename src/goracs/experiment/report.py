@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,18 +139,44 @@ def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return buf.getvalue()
 
 
-def results_csv(rows: Sequence[Row], metrics: Sequence[str]) -> str:
+def results_csv(rows: Sequence[Row], metrics: Sequence[str],
+                comps: Mapping[tuple[str, str, str, int | None], Mapping[str, Any]] | None = None,
+                refs: Mapping[tuple[str, str], Mapping[str, Any]] | None = None) -> str:
+    """One line per planned run (and per reference rule, status ``reference``); with
+    ``comps``, each line also carries its row's paired difference from random per metric
+    (the same on every seed of a method: it compares the methods' seed-pooled means)."""
+    comps = comps or {}
+    vs = [f"{m} vs random{suffix}" for m in metrics for suffix in ("", " lo", " hi")]
     header = (["dataset", "task", "method", "budget", "seed", "status"] + list(metrics)
-              + [f"{s}_seconds" for s in STAGE_SECONDS] + ["poo"] + list(CORESET_STATS)
+              + vs + [f"{s}_seconds" for s in STAGE_SECONDS] + ["poo"] + list(CORESET_STATS)
               + ["coreset_digest", "commit", "message"])
+
+    def vs_cells(key: tuple[str, str, str, int | None]) -> list[str]:
+        per = comps.get(key, {})
+        out_: list[str] = []
+        for m in metrics:
+            c = per.get(m)
+            out_ += ["", "", ""] if c is None else [_num(c.users.diff), _num(c.users.lo),
+                                                    _num(c.users.hi)]
+        return out_
+
     out = []
     for r in rows:
+        budget = None if r.method in (ZERO_SHOT, FULL_DATA) else r.budget
         out.append([r.dataset, r.task, r.method, "" if r.budget is None else r.budget,
                     "" if r.seed is None else r.seed, r.status]
                    + [_num(r.metrics.get(m)) for m in metrics]
+                   + vs_cells((r.dataset, r.task, r.method, budget))
                    + [_num(r.seconds.get(s), 3) for s in STAGE_SECONDS]
                    + [_num(r.poo, 6)] + [_num(r.stats.get(k), 6) for k in CORESET_STATS]
                    + [r.coreset_digest or "", r.commit or "", r.message])
+    for (dataset, task), ref in (refs or {}).items():
+        out.append([dataset, task, ref["name"], "", "", "reference"]
+                   + [_num(ref["metrics"].get(m)) for m in metrics]
+                   + vs_cells((dataset, task, ref["name"], None))
+                   + [""] * (len(STAGE_SECONDS) + 1 + len(CORESET_STATS))
+                   + ["", "", f"model-free rule on the {len(ref['rows'])} test samples "
+                      "the runs scored"])
     return _csv(header, out)
 
 
@@ -274,6 +301,14 @@ def _fmt_cell(c: Cell | None, bold: bool) -> str:
     return text
 
 
+def _fmt_vs(c: Any) -> str:
+    """A comparison cell: the difference from random and its 95% interval."""
+    if c is None:
+        return ""
+    d = c.users
+    return f"{d.diff:+.4f} [{d.lo:+.4f}, {d.hi:+.4f}]"
+
+
 def _fmt_seconds(total: float) -> str:
     if total < 120:
         return f"{total:.1f} s"
@@ -315,8 +350,16 @@ def _data_line(g: Group) -> str:
 
 
 def table_markdown(cfg: ExperimentConfig, groups: Sequence[Group], rows: Sequence[Row],
-                   trows: Sequence[TableRow], command: str) -> str:
-    """The Markdown report: provenance, then one table per (dataset, task), then notes."""
+                   trows: Sequence[TableRow], command: str,
+                   comps: Mapping[tuple[str, str, str, int | None], Mapping[str, Any]]
+                   | None = None,
+                   refs: Mapping[tuple[str, str], Mapping[str, Any]] | None = None) -> str:
+    """The Markdown report: provenance, then one table per (dataset, task), then notes. With
+    ``comps`` (from :func:`goracs.experiment.paired.compare_with_random`) each metric gets a
+    ``vs random`` column and the comparisons are stated one sentence each under the table;
+    ``refs`` adds the model-free rule as a row."""
+    comps = comps or {}
+    refs = refs or {}
     counts = {s: sum(1 for r in rows if r.status == s)
               for s in ("done", "skipped", "failed", "pending")}
     commits = sorted({r.commit for r in rows if r.status == "done" and r.commit})
@@ -353,11 +396,22 @@ def table_markdown(cfg: ExperimentConfig, groups: Sequence[Group], rows: Sequenc
         shown = [s for s in CORESET_STATS
                  if s != "positive_rate" or any(t.stats.get(s, Cell(None, None, 0)).n
                                                 for t in these)]
-        head = (["method", "budget", "seeds"] + list(tc.metrics) + [STAT_HEADS[s] for s in shown]
+        group_comps = {k: v for k, v in comps.items() if k[0] == g.dataset and k[1] == g.task}
+        vs_metrics = [m for m in tc.metrics if any(m in v for v in group_comps.values())]
+        head = (["method", "budget", "seeds"] + list(tc.metrics)
+                + [f"{m} vs random" for m in vs_metrics] + [STAT_HEADS[s] for s in shown]
                 + ["select s", "fine-tune s", "evaluate s", "notes"])
         lines.append("| " + " | ".join(head) + " |")
-        lines.append("|" + "|".join(["---"] + ["---:"] * 2 + ["---"] * len(tc.metrics)
+        lines.append("|" + "|".join(["---"] + ["---:"] * 2
+                                     + ["---"] * (len(tc.metrics) + len(vs_metrics))
                                      + ["---:"] * (len(shown) + 3) + ["---"]) + "|")
+
+        def vs_cells(key: tuple[str, str, str, int | None],
+                     per_key: Mapping[Any, Mapping[str, Any]] = group_comps,
+                     shown_metrics: Sequence[str] = tuple(vs_metrics)) -> list[str]:
+            per = per_key.get(key, {})
+            return [_fmt_vs(per.get(m)) for m in shown_metrics]
+
         for t in these:
             cells = []
             for m in tc.metrics:
@@ -365,12 +419,27 @@ def table_markdown(cfg: ExperimentConfig, groups: Sequence[Group], rows: Sequenc
                 b = best[m].get(t.budget)
                 cells.append(_fmt_cell(c, c is not None and c.mean is not None
                                        and b is not None and c.mean == b))
+            key_budget = None if t.method in (ZERO_SHOT, FULL_DATA) else t.budget
+            cells += vs_cells((t.dataset, t.task, t.method, key_budget))
             stats = [_num(t.stats[s].mean if s in t.stats else None, 3) for s in shown]
             secs = [_num(t.seconds[s].mean, 1) for s in STAGE_SECONDS]
             budget = "all" if t.method == FULL_DATA and t.budget is None else (
                 "" if t.budget is None else str(t.budget))
             lines.append("| " + " | ".join([t.method, budget, str(t.n_seeds)] + cells + stats
                                            + secs + ["; ".join(t.notes)]) + " |")
+        ref = refs.get((g.dataset, g.task))
+        if ref is not None:
+            cells = [_num(ref["metrics"].get(m), 4) for m in tc.metrics]
+            cells += vs_cells((g.dataset, g.task, ref["name"], None))
+            lines.append("| " + " | ".join([f"*{ref['name']}*", "", ""] + cells
+                                           + [""] * (len(shown) + 3)
+                                           + ["model-free, same test samples"]) + " |")
+        if group_comps:
+            from goracs.experiment.paired import comparisons_summary
+
+            lines += ["", "Against random on the same test users (difference in mean metric, "
+                      "95% interval from a bootstrap over users, seeds pooled):", ""]
+            lines += comparisons_summary(group_comps, lower_is_better)
         same = sorted({t.method for t in these if t.same_coreset})
         diff = sorted({t.method for t in these if t.same_coreset is False})
         lines.append("")
@@ -402,15 +471,22 @@ def write_reports(cfg: ExperimentConfig, out: Path, groups: Sequence[Group],
                   outcomes: Mapping[Path, Outcome], command: str) -> tuple[list[Row], str]:
     """Write ``results.csv``, ``table.csv``, ``table.md`` and the plots; returns the rows and
     the Markdown text."""
+    from goracs.errors import GoracsError
+    from goracs.experiment.paired import compare_with_random
     from goracs.experiment.plots import write_plots
 
     rows = load_rows(groups, outcomes)
     metrics = table_metrics(cfg)
     metrics_of = {t: list(tc.metrics) for t, tc in cfg.tasks.items()}
     trows = aggregate(rows, metrics_of)
-    atomic_write_text(out / "results.csv", results_csv(rows, metrics))
+    try:
+        comps, refs = compare_with_random(cfg, groups)
+    except GoracsError as exc:  # a malformed predictions file must not cost the tables
+        comps, refs = {}, {}
+        print(f"paired comparisons left out: {exc}", file=sys.stderr)
+    atomic_write_text(out / "results.csv", results_csv(rows, metrics, comps, refs))
     atomic_write_text(out / "table.csv", table_csv(trows, metrics))
-    md = table_markdown(cfg, groups, rows, trows, command)
+    md = table_markdown(cfg, groups, rows, trows, command, comps, refs)
     atomic_write_text(out / "table.md", md)
     write_plots(cfg, out, groups, rows, trows)
     return rows, md
