@@ -161,3 +161,90 @@ def test_dry_run_of_a_shipped_config_lists_its_plan(tmp_path: Path, capsys):
     assert not out.exists()
     assert main(["experiment", "paper", "--dry-run", "--only", "colour=red"]) == 2
     assert capsys.readouterr().err.startswith("goracs: error: --only: unknown key 'colour'")
+
+
+def test_variants_seeds_and_task_methods():
+    from goracs.experiment.plan import build_plan
+
+    doc = minimal()
+    doc["methods"] = ["random", "goracs", "goracs-pooled", "goracs-llm"]
+    doc["seeds"] = [0, 1, 2]
+    doc["variants"] = {"goracs-pooled": {"method": "goracs"},
+                       "goracs-llm": {"method": "goracs", "embedding": "llm"}}
+    doc["params"] = {"goracs-pooled": {"per_class": False}}
+    doc["method_seeds"] = {"goracs-llm": [0]}
+    doc["task"]["ctr"]["features"] = {"embedding": "both"}
+    doc["task"]["ctr"]["prepare"]["split"] = "user-time"
+    cfg = parse_config(doc, "v")
+    tc = cfg.tasks["ctr"]
+    assert cfg.base_method("goracs-pooled") == "goracs" and cfg.base_method("random") == "random"
+    assert cfg.embedding("goracs-llm") == "llm" and cfg.embedding("goracs-pooled") == "default"
+    # a variant gets its base method's task lambda, then its own parameters
+    assert tc.params["goracs-pooled"] == {"lam": 0.5, "per_class": False}
+    assert tc.seeds == {"random": (0, 1, 2), "goracs": (0, 1, 2), "goracs-pooled": (0, 1, 2),
+                        "goracs-llm": (0,)}
+    assert tc.prepare.split == "user-time"
+    runs = build_plan(cfg, Path("/tmp/x"))[0].runs
+    labels = [(r.method, r.seed) for r in runs if r.budget == 4]
+    assert labels.count(("goracs-llm", 0)) == 1 and ("goracs-llm", 1) not in labels
+    # a variant's coreset is its own folder, apart from its base method's
+    sel = {(r.method, r.seed): r.select_dir for r in runs if r.budget == 4}
+    assert sel[("goracs-pooled", 0)] != sel[("goracs", 0)]
+
+    # per-task methods and seeds
+    doc2 = minimal()
+    doc2["task"]["ctr"]["methods"] = ["random"]
+    doc2["task"]["ctr"]["seeds"] = [5]
+    tc2 = parse_config(doc2, "t").tasks["ctr"]
+    assert tc2.methods == ("random",) and tc2.seeds == {"random": (5,)}
+
+
+@pytest.mark.parametrize("change, expect", [
+    ({"variants": {"goracs": {"method": "goracs"}}}, r"^variants\.goracs: 'goracs' is a method"),
+    ({"variants": {"g2": {"method": "nope"}}}, r"^variants\.g2\.method: expected a method"),
+    ({"variants": {"g2": {"method": "goracs", "embedding": "tfidf"}}},
+     r"^variants\.g2\.embedding: must be one of"),
+    ({"variants": {"g2": {"method": "goracs", "colour": 1}}}, r"^variants\.g2\.colour: unknown"),
+    ({"variants": {"g2": {"method": "goracs"}}}, r"^variants\.g2: defined but not listed"),
+    ({"methods": ["random", "g2"], "variants": {"g2": {"method": "goracs", "embedding": "llm"}}},
+     r"^variants\.g2: selects on the LLM's embeddings"),
+    ({"methods": ["random", "g2"], "variants": {"g2": {"method": "goracs"}},
+      "params": {"g2": {"colour": 1}}}, r"^params\.g2\.colour: method 'g2' has no parameter"),
+    ({"method_seeds": {"kcenter": [0]}}, r"^method_seeds\.kcenter: not listed"),
+    ({"method_seeds": {"random": [-1]}}, r"^method_seeds\.random: seeds must be 0 or more"),
+    ({"seeds": [-1]}, r"^seeds: seeds must be 0 or more"),
+])
+def test_bad_variants_and_seeds_name_the_key(change, expect):
+    doc = minimal()
+    doc.update(change)
+    with pytest.raises(GoracsError, match=expect) as info:
+        parse_config(doc, "x")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("path, value, expect", [
+    ("task.ctr.prepare.split", "random", r"^task\.ctr\.prepare\.split: must be one of"),
+    ("task.ctr.features.grad_loss", "prompt", r"^task\.ctr\.features\.grad_loss: must be one"),
+    ("task.ctr.features.embedding", "tfidf", r"^task\.ctr\.features\.embedding: must be one"),
+    ("task.ctr.methods", ["kcenter"], r"^task\.ctr\.methods: 'kcenter' is not in"),
+])
+def test_bad_task_keys_name_the_key(path, value, expect):
+    with pytest.raises(GoracsError, match=expect):
+        parse_config(_set(minimal(), path, value), "x")
+
+
+def test_the_features_key_follows_the_resolved_gradient_loss():
+    from goracs.experiment.plan import build_plan
+
+    def feat_key(features: dict, task: str = "ctr") -> str:
+        doc = minimal()
+        doc["tasks"] = [task]
+        doc["task"] = {task: {**doc["task"]["ctr"], "features": features,
+                              "metrics": ["AUC"] if task == "ctr" else ["sampled.HR@10"]}}
+        return build_plan(parse_config(doc, "k"), Path("/tmp/x"))[0].keys["features"]
+
+    # CTR's default is the answer-only loss: asking for it by name is the same folder,
+    # asking for the whole text another; SeqRec's default is the whole text
+    assert feat_key({}) == feat_key({"grad_loss": "response"})
+    assert feat_key({}) != feat_key({"grad_loss": "text"})
+    assert feat_key({}, "seqrec") == feat_key({"grad_loss": "text"}, "seqrec")
