@@ -71,3 +71,23 @@ def test_flatten_metrics():
                                    "exact_match": 0.0, "note": "x"})
     assert flat == {"sampled.NDCG@10": 0.1, "sampled.HR@10": 0.2, "full": None,
                     "exact_match": 0.0}
+
+
+def test_a_restored_selection_rebuilds_its_coreset_from_the_same_pool(tmp_path: Path):
+    from goracs.errors import GoracsError
+
+    cfg, g, arrays, data, records = _setup(tmp_path, ["random"], el2n=False)
+    run = next(r for r in g.runs if r.method == "random" and r.seed == 0)
+    stages.select(run, cfg.tasks["ctr"].params["random"], data, records)
+    core_path = run.select_dir / "coreset.json"
+    written = json.loads(core_path.read_text())
+    # a selection restored without its coreset (as a committed record is): rebuilt the same
+    core_path.unlink()
+    assert stages.coreset_records(run) == written
+    assert json.loads(core_path.read_text()) == written
+    # a pool that changed since the selection: refused in one line, nothing written
+    core_path.unlink()
+    (g.data_dir / "train.json").write_text(json.dumps(records[::-1]))
+    with pytest.raises(GoracsError, match="selected from another .*train.json"):
+        stages.coreset_records(run)
+    assert not core_path.exists()

@@ -21,6 +21,7 @@ import goracs
 from goracs.errors import GoracsError
 from goracs.experiment.config import DataSource, ExperimentConfig, TaskConfig
 from goracs.experiment.plan import MARKERS, RUN_RECORD, Run
+from goracs.features.cache import path_fingerprint
 from goracs.io import atomic_write_json, load_array, read_json
 from goracs.select import SelectionData, get_selector
 from goracs.select.commands import folder_inputs
@@ -124,6 +125,7 @@ def select(run: Run, params: Mapping[str, Any], data: SelectionData,
     if embedding == "llm":
         arrays = {**arrays, "train_emb": files[0], "valid_emb": files[1]}
     manifest.update(
+        train_digest=path_fingerprint(run.data_dir / "train.json"),
         inputs={k: str(p) for k, p in arrays.items()},
         scores={k: str(p) for k, p in scores.items() if k in data.scores},
         data=str(run.data_dir), task=run.task, coreset="coreset.json")
@@ -143,7 +145,7 @@ def finetune(run: Run, cfg: ExperimentConfig, tc: TaskConfig, progress: bool) ->
     t0 = time.perf_counter()
     src = (run.select_dir / "coreset.json" if run.select_dir is not None
            else run.data_dir / "train.json")
-    train = load_records(src)
+    train = coreset_records(run) if run.select_dir is not None else load_records(src)
     valid = load_records(run.data_dir / "valid.json") if tc.use_valid else None
     settings = replace(tc.train, seed=run.seed if run.seed is not None else 0)
     train_lora(train, run.finetune_dir, settings, model=cfg.model, valid_records=valid,
@@ -152,6 +154,36 @@ def finetune(run: Run, cfg: ExperimentConfig, tc: TaskConfig, progress: bool) ->
                         else str(run.data_dir / "valid.json"), "preset": tc.preset,
                         "experiment": cfg.name})
     return time.perf_counter() - t0
+
+
+def coreset_records(run: Run) -> list[dict[str, Any]]:
+    """The run's coreset records: ``coreset.json``, or, when only ``selection.json`` is there
+    (a selection restored from a committed record), the selected rows of the prepared
+    ``train.json``, written back as ``coreset.json`` once the pool is checked to be the one the
+    selection was made on (``train_digest``)."""
+    from goracs.features.samples import load_records
+
+    assert run.select_dir is not None
+    core = run.select_dir / "coreset.json"
+    if core.is_file():
+        return load_records(core)
+    manifest = read_json(run.select_dir / MARKERS["select"], "a selection manifest")
+    train_path = run.data_dir / "train.json"
+    digest = manifest.get("train_digest")
+    if digest is None:
+        raise GoracsError(f"{core} is missing and {run.select_dir / MARKERS['select']} records "
+                          "no train_digest to rebuild it from; delete the folder to reselect")
+    if digest != path_fingerprint(train_path):
+        raise GoracsError(f"{run.select_dir}: selected from another {train_path} (digest "
+                          "differs); delete the folder to reselect")
+    pool = load_records(train_path)
+    idx = manifest.get("indices")
+    if not isinstance(idx, list) or not all(isinstance(i, int) and 0 <= i < len(pool)
+                                            for i in idx):
+        raise GoracsError(f"{run.select_dir / MARKERS['select']}: indices outside the pool")
+    records = [pool[i] for i in idx]
+    atomic_write_json(core, records)
+    return records
 
 
 def evaluate(run: Run, cfg: ExperimentConfig, tc: TaskConfig, progress: bool) -> float:
