@@ -237,3 +237,24 @@ def test_select_el2n_from_a_folder_without_scores_fails_cleanly(tmp_path):
                      "--out", str(tmp_path / "sel")])
     assert proc.returncode == 2 and "per-sample score 'el2n'" in proc.stderr
     assert proc.stderr.count("\n") == 1 and not (tmp_path / "sel").exists()
+
+
+def test_select_on_the_llm_embeddings_of_a_folder(tmp_path):
+    d = _prepared_folder(tmp_path, "seqrec")
+    base = ["select", "--data", str(d), "--budget", "8", "--max-iters", "10",
+            "--candidates", "4"]
+    proc = _run_cli(base + ["--embedding", "llm", "--out", str(tmp_path / "none")])
+    assert proc.returncode == 2 and "llm_train_emb.npy not found" in proc.stderr
+    assert not (tmp_path / "none").exists()
+    rng = np.random.default_rng(3)
+    np.save(d / "features" / "llm_train_emb.npy", rng.normal(size=(80, 9)).astype(np.float32))
+    np.save(d / "features" / "llm_valid_emb.npy", rng.normal(size=(20, 9)).astype(np.float32))
+    assert main(base + ["--embedding", "llm", "--out", str(tmp_path / "llm")]) == 0
+    assert main(base + ["--out", str(tmp_path / "enc")]) == 0
+    llm = json.loads((tmp_path / "llm" / "selection.json").read_text())
+    enc = json.loads((tmp_path / "enc" / "selection.json").read_text())
+    assert llm["inputs"]["train_emb"].endswith("llm_train_emb.npy")
+    assert llm["indices"] != enc["indices"]
+    proc = _run_cli(["select", "--embedding", "llm", "--train-emb", "x.npy", "--budget", "8",
+                     "--out", str(tmp_path / "x")])
+    assert proc.returncode == 2 and "--embedding llm goes with --data" in proc.stderr

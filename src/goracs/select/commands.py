@@ -41,6 +41,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", help="a prepared folder (goracs prepare) whose features/ were "
                    "computed (goracs features); writes the coreset's records too")
+    p.add_argument("--embedding", choices=["default", "llm"], default="default",
+                   help="with --data: select on features/train_emb.npy (default) or on the "
+                        "scoring LLM's llm_train_emb.npy/llm_valid_emb.npy (goracs features "
+                        "--embedding both|llm)")
     p.add_argument("--train-emb", help="(N, d) training embeddings, .npy or .safetensors")
     p.add_argument("--valid-emb", help="(V, d) validation embeddings")
     p.add_argument("--grad-norms", help="(N,) per-sample gradient norms")
@@ -182,6 +186,13 @@ def _use_prepared_folder(args: argparse.Namespace) -> tuple[Path, str]:
         raise GoracsError(f"--data takes its arrays from {feats}; drop --"
                           f"{given[0].replace('_', '-')}")
     arrays, scores = folder_inputs(data_dir)
+    if args.embedding == "llm":
+        llm = {f: feats / f"llm_{f}.npy" for f in ("train_emb", "valid_emb")}
+        absent = [p for p in llm.values() if not p.is_file()]
+        if absent:
+            raise GoracsError(f"--embedding llm: {absent[0]} not found (run `goracs features "
+                              f"{data_dir} --embedding both`)")
+        arrays.update(llm)
     for flag, path in arrays.items():
         setattr(args, flag, str(path))
     named = _parse_kv(args.score, "--score")
@@ -193,6 +204,9 @@ def cmd_select(args: argparse.Namespace) -> int:
     if args.budget <= 0:
         raise GoracsError(f"budget must be a positive integer, got {args.budget}")
     data_dir = task = None
+    if args.embedding != "default" and args.data is None:
+        raise GoracsError("--embedding llm goes with --data (give --train-emb/--valid-emb "
+                          "otherwise)")
     if args.data is not None:
         data_dir, task = _use_prepared_folder(args)
     if args.lam is None and issubclass(get_selector(args.method), GORACS):
