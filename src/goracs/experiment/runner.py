@@ -5,6 +5,12 @@ every run goes select -> fine-tune -> evaluate, each stage skipped when its mani
 exists. A run that cannot be made (a selector's input is missing) is reported as skipped; a
 run that fails is reported as failed; neither stops the others. The reports are rebuilt from
 the per-run records at the end of every invocation, interrupted or not.
+
+Several invocations of the same experiment may run at once (one per core, say): each claims a
+unit before computing it (:mod:`goracs.experiment.claims`), skips the runs another process
+holds and waits for data or features another process is computing. Runs are taken seed by
+seed (every method's first seed, then every method's second, ...), so the runs finished
+first cover every method.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any, TextIO
 
 from goracs.errors import GoracsError
 from goracs.experiment import stages
+from goracs.experiment.claims import Claimed, claim
 from goracs.experiment.config import ExperimentConfig
 from goracs.experiment.plan import (
     MARKERS,
@@ -39,6 +46,19 @@ def run_done(run: Run) -> bool:
     """Every stage's manifest and the run record exist."""
     return all(unit_done(s, d) for s, d in run_units(run)) and \
         (run.eval_dir / RUN_RECORD).is_file()
+
+
+def execution_order(runs: Sequence[Run]) -> list[Run]:
+    """Seed by seed: the rows without a seed (zero-shot) first, then every method's first
+    seed in plan order, then every method's second, and so on."""
+    index = {id(r): i for i, r in enumerate(runs)}
+    rank: dict[int, int] = {}
+    seen: dict[tuple[str, int | None], int] = {}
+    for r in runs:
+        k = (r.method, r.budget)
+        rank[id(r)] = seen.get(k, 0)
+        seen[k] = rank[id(r)] + 1
+    return sorted(runs, key=lambda r: (r.seed is not None, rank[id(r)], index[id(r)]))
 
 
 def default_out(cfg: ExperimentConfig) -> Path:
@@ -140,7 +160,27 @@ class _GroupData:
             self.r.log.stage("prepare", f"{self.g.dataset} {self.g.task}", "computed", secs)
             self._prepared = True
 
-        self._guard("prepare", go)
+        self._exclusive("prepare", lambda: unit_done("prepare", self.g.data_dir),
+                        lambda: self._guard("prepare", go))
+        self._prepared = True
+
+    def _exclusive(self, what: str, done: Callable[[], bool], work: Callable[[], None]) -> None:
+        """Run ``work`` under the group's claim on ``what``; while another process holds it,
+        wait for that process to finish the unit (or to die, and then take it over)."""
+        name = f"{self.g.dataset}-{self.g.task}-{what}"
+        waited = False
+        while not done():
+            try:
+                with claim(self.r.out, name):
+                    if not done():
+                        work()
+                return
+            except Claimed as exc:
+                if not waited:
+                    self.r.log.stage(what, f"{self.g.dataset} {self.g.task}",
+                                     f"waiting for {exc.holder}")
+                    waited = True
+                time.sleep(self.r.poll_seconds)
 
     def features(self) -> None:
         self.prepared()
@@ -157,7 +197,9 @@ class _GroupData:
         if features_done(self.g.data_dir, self.tc.features):
             self._features = True
             return
-        self._guard("features", go)
+        self._exclusive("features", lambda: features_done(self.g.data_dir, self.tc.features),
+                        lambda: self._guard("features", go))
+        self._features = True
 
     def selection_input(self) -> tuple[Any, list[dict[str, Any]]]:
         from goracs.features.samples import load_records
@@ -179,6 +221,7 @@ class ExperimentRunner:
         if until not in STAGES[1:]:
             raise GoracsError(f"--until: must be one of {', '.join(STAGES[1:])}, got {until!r}")
         self.until = until
+        self.poll_seconds = 15.0
         self.cfg = cfg
         self.out = Path(out)
         self.filters = dict(filters or {})
@@ -245,8 +288,19 @@ class ExperimentRunner:
             if not features_done(g.data_dir, data.tc.features):
                 data.features()
             return
-        for run in runs:
-            summary.outcomes[run.eval_dir] = self._run_one(run, data)
+        for run in execution_order(runs):
+            summary.outcomes[run.eval_dir] = self._claimed_run(run, data)
+
+    def _claimed_run(self, run: Run, data: _GroupData) -> Outcome:
+        """:meth:`_run_one` under the run's claim; a run another process holds is left to it."""
+        if run_done(run):
+            return self._run_one(run, data)
+        try:
+            with claim(self.out, f"{run.dataset}-{run.task}-{run.eval_dir.name}"):
+                return self._run_one(run, data)
+        except Claimed as exc:
+            self.log.stage("run", run.label, f"left to {exc.holder}")
+            return Outcome("pending", f"running in {exc.holder}")
 
     def _run_one(self, run: Run, data: _GroupData) -> Outcome:
         tc = self.cfg.tasks[run.task]
