@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from goracs.errors import GoracsError
 
@@ -24,8 +25,21 @@ COMMAND_MODULES = [
 ]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line naming the command, the flag and the
+    fault, with ``--help`` for the rest (instead of argparse's usage block). Sub-command
+    parsers inherit the class, so every ``goracs`` command answers the same way."""
+
+    def error(self, message: str) -> NoReturn:
+        text = message
+        if text.startswith("argument "):
+            # "argument --budget: invalid int value: 'x'" -> "--budget: invalid int value: 'x'"
+            text = text[len("argument "):]
+        self.exit(2, f"{self.prog}: {text} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="goracs",
         description="Coreset selection for fine-tuning LLM-based recommenders (GORACS).",
     )
