@@ -42,8 +42,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from goracs.errors import GoracsError
     from goracs.experiment.config import load_config
-    from goracs.experiment.plan import parse_filters
+    from goracs.experiment.plan import parse_filters, selected
     from goracs.experiment.runner import ExperimentRunner, default_out
 
     cfg = load_config(args.config)
@@ -65,6 +66,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     runner = ExperimentRunner(cfg, out, filters=filters,
                               progress=not args.quiet and sys.stderr.isatty(),
                               command=shlex.join(command), until=args.until)
+    if filters and not any(selected(r, filters) for g in runner.groups for r in g.runs):
+        raise GoracsError(f"--only {' '.join(args.only)}: matches no run of {cfg.name} "
+                          "(see --dry-run for the plan)")
     if args.dry_run:
         print(f"experiment {cfg.name} ({cfg.source}) -> {out}")
         for line in runner.dry_run():
