@@ -26,7 +26,11 @@ def test_presets_hold_the_documented_settings():
 
 @pytest.mark.parametrize("changes, message", [
     ({"batch_size": 6, "micro_batch_size": 4}, "multiple"),
-    ({"lr": 0.0}, "lr must be positive"),
+    ({"lr": 0.0}, "lr must be a positive finite number"),
+    ({"lr": float("inf")}, "lr must be a positive finite number"),
+    ({"lr": float("nan")}, "lr must be a positive finite number"),
+    ({"weight_decay": float("nan")}, "weight-decay must be finite"),
+    ({"max_grad_norm": float("inf")}, "max-grad-norm must be a positive finite"),
     ({"loss": "prompt"}, "loss must be one of"),
     ({"lora_dropout": 1.0}, "lora-dropout"),
     ({"early_stopping": 0}, "early-stopping"),

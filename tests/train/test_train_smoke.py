@@ -174,3 +174,13 @@ def test_finetune_resume_evaluate(data, tmp_path, monkeypatch):
     assert all(x["target_log_likelihood"] < 0 for x in lines)
     assert doc["catalogue"] == grounded_catalogue
     assert doc["metrics"]["sampled"] == M.ranking_metrics([x["rank_sampled"] for x in lines])
+
+
+def test_a_diverging_run_stops_and_keeps_nothing(tmp_path):
+    from goracs.train import TrainSettings, finetune
+
+    out = tmp_path / "adapter"
+    settings = TrainSettings(lr=1e9, epochs=3, batch_size=1, micro_batch_size=1)
+    with pytest.raises(GoracsError, match=r"training diverged: the loss is nan at epoch 1"):
+        finetune(CTR_TRAIN, out, settings, progress=False)
+    assert list(tmp_path.iterdir()) == []  # no adapter, no checkpoints left behind

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -51,8 +52,8 @@ class TrainSettings:
             raise GoracsError(f"lora-dropout must lie in [0, 1), got {self.lora_dropout}")
         if not self.target_modules or any(not m for m in self.target_modules):
             raise GoracsError("target-modules must name at least one module")
-        if not self.lr > 0:
-            raise GoracsError(f"lr must be positive, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise GoracsError(f"lr must be a positive finite number, got {self.lr}")
         for name in ("epochs", "batch_size", "micro_batch_size"):
             if getattr(self, name) < 1:
                 raise GoracsError(f"{name.replace('_', '-')} must be at least 1, got "
@@ -62,10 +63,14 @@ class TrainSettings:
                               f"micro-batch-size ({self.micro_batch_size})")
         if self.cutoff_len < 2:
             raise GoracsError(f"cutoff-len must be at least 2, got {self.cutoff_len}")
-        if self.warmup_steps < 0 or self.weight_decay < 0:
-            raise GoracsError("warmup-steps and weight-decay must not be negative")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise GoracsError(f"max-grad-norm must be positive, got {self.max_grad_norm}")
+        if self.warmup_steps < 0 or not (math.isfinite(self.weight_decay)
+                                         and self.weight_decay >= 0):
+            raise GoracsError("warmup-steps and weight-decay must be finite and not negative, "
+                              f"got {self.warmup_steps} and {self.weight_decay}")
+        if self.max_grad_norm is not None and not (math.isfinite(self.max_grad_norm)
+                                                   and self.max_grad_norm > 0):
+            raise GoracsError(f"max-grad-norm must be a positive finite number, got "
+                              f"{self.max_grad_norm}")
         if self.loss not in LOSSES:
             raise GoracsError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.early_stopping is not None and self.early_stopping < 1:

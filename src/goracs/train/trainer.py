@@ -390,6 +390,15 @@ def finetune(
                     mb = _micro_batch([ids[i] for i in idx], [labels[i] for i in idx], pad_id,
                                       dev)
                     loss, _ = _summed_loss(lm, mb)
+                    if not torch.isfinite(loss.detach()):
+                        # A diverged run keeps nothing: its checkpoints are ours to remove,
+                        # and no final adapter is written.
+                        bar.close()
+                        shutil.rmtree(ckdir, ignore_errors=True)
+                        raise GoracsError(
+                            f"training diverged: the loss is {float(loss)} at epoch "
+                            f"{epoch + 1}, step {step + 1}; no adapter kept (lower --lr or "
+                            "set --max-grad-norm)")
                     (loss / n_tokens).backward()
                     ep_loss += float(loss.detach())
                 if settings.max_grad_norm is not None:
