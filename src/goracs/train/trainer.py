@@ -396,7 +396,7 @@ def finetune(
                         bar.close()
                         shutil.rmtree(ckdir, ignore_errors=True)
                         raise GoracsError(
-                            f"training diverged: the loss is {float(loss)} at epoch "
+                            f"training diverged: the loss is {float(loss.detach())} at epoch "
                             f"{epoch + 1}, step {step + 1}; no adapter kept (lower --lr or "
                             "set --max-grad-norm)")
                     (loss / n_tokens).backward()
