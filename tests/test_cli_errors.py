@@ -34,3 +34,35 @@ def test_an_only_filter_that_matches_nothing_stops(tmp_path):
     assert proc.stderr.strip() == ("goracs: error: --only method=goracz: matches no run of cpu "
                                    "(see --dry-run for the plan)")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_non_finite_like_threshold_is_refused(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "goracs.cli", "prepare", "--dataset", "ml-100k",
+                           "--task", "ctr", "--like-threshold", "nan", "--out", "o"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("goracs prepare: --like-threshold: must be a finite number")
+    assert list(tmp_path.iterdir()) == []
+    from goracs.data.prepare import build_prepared
+    from goracs.errors import GoracsError
+
+    with pytest.raises(GoracsError, match="like-threshold must be a finite number"):
+        build_prepared(_tiny_table(), "ctr", _movies(), like_threshold=float("inf"))
+
+
+def _movies():
+    from goracs.data.prepare import default_domain
+
+    return default_domain("ml-1m")
+
+
+def _tiny_table():
+    import numpy as np
+
+    from goracs.data.table import Interactions
+
+    users = np.repeat(np.arange(3), 20)
+    items = np.tile(np.arange(20), 3)
+    return Interactions.from_columns([f"u{u}" for u in users],
+                                     [f"Film {i} (1990)" for i in items],
+                                     np.full(60, 4.0), np.arange(60))

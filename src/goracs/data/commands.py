@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 from goracs.data.prepare import (
@@ -68,7 +69,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "validation/test subsets")
     p.add_argument("--negatives", type=_positive_int, default=DEFAULT_NEGATIVES, metavar="K",
                    help=f"negatives per SeqRec test sample (default {DEFAULT_NEGATIVES})")
-    p.add_argument("--like-threshold", type=float, metavar="R",
+    p.add_argument("--like-threshold", type=_finite_float, metavar="R",
                    help="CTR: a rating above R is a Yes (default 3; 5 for book-crossing)")
     p.add_argument("--train", metavar="FILE", help="--dataset json: training records")
     p.add_argument("--valid", metavar="FILE", help="--dataset json: validation records")
@@ -85,6 +86,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return v
 
 

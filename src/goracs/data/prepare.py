@@ -8,6 +8,7 @@ Everything is computed in memory first and written at the end, each file atomica
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +163,8 @@ def build_prepared(
         neg_codes = sample_negatives(table, test_users, negatives, seed)
 
     titles = table.titles
+    if not math.isfinite(like_threshold):
+        raise GoracsError(f"like-threshold must be a finite number, got {like_threshold}")
     liked = table.rating > like_threshold
     splits: dict[str, list[dict[str, Any]]] = {}
     split_counts: dict[str, dict[str, Any]] = {}
