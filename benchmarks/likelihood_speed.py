@@ -4,18 +4,24 @@ SeqRec test records, beside the plain way of scoring the same candidates.
     python benchmarks/likelihood_speed.py                  # 16 records, bf16 (~5 min)
     python benchmarks/likelihood_speed.py --n 4 --json     # quicker; last line is one JSON object
     python benchmarks/likelihood_speed.py --dtype fp32 --threads 2
+    python benchmarks/likelihood_speed.py --no-rows        # packed with and without prefix
 
 Each record's target and its 99 sampled negatives are scored, as log P(answer | prompt) under
-the packaged SmolLM2-135M-Instruct, two ways:
+the packaged SmolLM2-135M-Instruct, three ways:
 
 * packed (ours): :func:`goracs.evaluate.seqrec.answer_log_likelihoods`, one forward pass of
   the prompt followed by all 100 answers, each answer seeing the prompt and itself only;
+* packed + prefix (what ``goracs evaluate`` runs in fp32): the same pass, less the tokens that
+  every record shares (the Alpaca preamble and the instruction, run once for all records,
+  :func:`goracs.evaluate.seqrec.likelihood_prefix`), continuing from their key/value cache;
 * rows (the plain way): prompt + answer as one row per candidate, right-padded, in batches of
   ``--rows`` rows, the log-probabilities of the answer tokens read from the usual causal pass.
 
-The two ways run record by record in turn, so that load from other jobs falls on both alike;
-the figures are medians of the per-record seconds. The largest difference between the two
-ways' scores is printed too (rounding: ~1e-4 nats in fp32, tenths in bf16).
+The ways run record by record in turn, so that load from other jobs falls on all alike; the
+figures are medians of the per-record seconds. The largest differences of the packed scores
+from the other ways' are printed too (rounding: ~1e-4 nats in fp32, tenths in bf16), and how
+many records' targets rank alike with and without the prefix (as ``goracs evaluate`` ranks).
+``--no-rows`` leaves the slow plain way out.
 
 The records are the last ``--test-size`` windows in time of ML-1M (the ``goracs prepare
 --dataset ml-1m --task seqrec`` split, seed 0), ``--n`` of them drawn with seed 0, as
@@ -75,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
     ap.add_argument("--rows", type=int, default=20,
                     help="candidates per padded batch in the plain way (default 20)")
+    ap.add_argument("--no-rows", action="store_true",
+                    help="time packed scoring with and without the shared prefix only")
     ap.add_argument("--threads", type=int, default=None, help="torch threads")
     ap.add_argument("--json", action="store_true", help="print one JSON object last")
     args = ap.parse_args(argv)
@@ -85,8 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from goracs.data.prepare import build_prepared, default_domain, load_interactions
     from goracs.evaluate.constrain import answer_frame, answer_tokens
+    from goracs.evaluate.metrics import rank_among_titles
     from goracs.evaluate.run import sample_test_indices
-    from goracs.evaluate.seqrec import answer_log_likelihoods
+    from goracs.evaluate.seqrec import answer_log_likelihoods, likelihood_prefix
     from goracs.features.samples import render_prompt
     from goracs.train.model import load_lm
 
@@ -103,36 +112,80 @@ def main(argv: Sequence[str] | None = None) -> int:
     eos = int(tok.eos_token_id)
     pad = int(tok.pad_token_id) if tok.pad_token_id is not None else eos
 
+    prompts = [render_prompt(rec, False) for rec in records]
+
+    def candidates(k: int) -> list[list[int]]:
+        titles = [records[k]["target"], *records[k]["negatives"]]
+        return [a + [eos] for a in answer_tokens(tok, prompts[k], [before + t + after
+                                                                    for t in titles])]
+
+    t = time.perf_counter()
+    prefix = likelihood_prefix(model, tok, prompts, prompts[0], candidates(0)[:3], "cpu")
+    prefix_s = time.perf_counter() - t
+    if prefix is None:
+        print("the shared prefix cannot be reused with this model; packed + prefix is "
+              "packed", file=sys.stderr)
+
     packed_s: list[float] = []
+    shared_s: list[float] = []
     rows_s: list[float] = []
     tokens: list[int] = []
-    worst = 0.0
-    for k, rec in enumerate(records):
-        prompt = render_prompt(rec, False)
-        titles = [rec["target"], *rec["negatives"]]
-        seqs = [a + [eos] for a in answer_tokens(tok, prompt, [before + t + after
-                                                               for t in titles])]
+    worst = worst_shared = 0.0
+    same_rank = 0
+    rank_moves: list[int] = []
+    for k in range(len(records)):
+        prompt = prompts[k]
+        seqs = candidates(k)
         prompt_ids = tok(prompt, add_special_tokens=True)["input_ids"]
         tokens.append(len(prompt_ids) + sum(len(s) - 1 for s in seqs))
-        t = time.perf_counter()
-        a = answer_log_likelihoods(model, tok, prompt, seqs, "cpu")
-        packed_s.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        b = score_rows(model, prompt_ids, seqs, args.rows, pad)
-        rows_s.append(time.perf_counter() - t)
-        worst = max(worst, float(np.max(np.abs(a - b))))
-        print(f"record {k + 1}/{len(records)}: packed {packed_s[-1]:.2f} s, rows "
-              f"{rows_s[-1]:.2f} s", file=sys.stderr)
+        # The packed ways swap turns from record to record, so neither always runs first.
+        ways = [(packed_s, None), (shared_s, prefix)]
+        scores = {}
+        for spent, pre in (ways if k % 2 == 0 else ways[::-1]):
+            t = time.perf_counter()
+            scores[id(spent)] = answer_log_likelihoods(model, tok, prompt, seqs, "cpu", pre)
+            spent.append(time.perf_counter() - t)
+        a = scores[id(packed_s)]
+        worst_shared = max(worst_shared, float(np.max(np.abs(a - scores[id(shared_s)]))))
+        titles = [records[k]["target"], *records[k]["negatives"]]
+        ranks = [rank_among_titles(-scores[id(w)], titles, titles[0]) for w in (packed_s,
+                                                                                  shared_s)]
+        same_rank += ranks[0] == ranks[1]
+        rank_moves.append(abs(int(ranks[0]) - int(ranks[1])))
+        line = (f"record {k + 1}/{len(records)}: packed {packed_s[-1]:.2f} s, packed + prefix "
+                f"{shared_s[-1]:.2f} s")
+        if not args.no_rows:
+            t = time.perf_counter()
+            b = score_rows(model, prompt_ids, seqs, args.rows, pad)
+            rows_s.append(time.perf_counter() - t)
+            worst = max(worst, float(np.max(np.abs(a - b))))
+            line += f", rows {rows_s[-1]:.2f} s"
+        print(line, file=sys.stderr)
 
-    med_p, med_r = statistics.median(packed_s), statistics.median(rows_s)
-    result = {"records": len(records), "dtype": args.dtype, "threads": torch.get_num_threads(),
-              "rows_per_batch": args.rows, "median_packed_tokens": statistics.median(tokens),
-              "median_s_packed": round(med_p, 3), "median_s_rows": round(med_r, 3),
-              "speedup": round(med_r / med_p, 2), "max_abs_diff_nats": round(worst, 4)}
-    print(f"{len(records)} records, {args.dtype}, {result['threads']} thread(s): packed "
-          f"{med_p:.2f} s a record (median; {result['median_packed_tokens']:.0f} tokens in one "
-          f"pass), rows of {args.rows} {med_r:.2f} s; packed is {med_r / med_p:.2f}x faster; "
-          f"largest score difference {worst:.4f} nats")
+    med_p, med_s = statistics.median(packed_s), statistics.median(shared_s)
+    result: dict[str, Any] = {
+        "records": len(records), "dtype": args.dtype, "threads": torch.get_num_threads(),
+        "rows_per_batch": None if args.no_rows else args.rows,
+        "median_packed_tokens": statistics.median(tokens),
+        "prefix_tokens": 0 if prefix is None else len(prefix),
+        "prefix_setup_s": round(prefix_s, 3),
+        "median_s_packed": round(med_p, 3), "median_s_packed_prefix": round(med_s, 3),
+        "prefix_speedup": round(med_p / med_s, 2),
+        "max_abs_diff_prefix_nats": round(worst_shared, 4),
+        "target_rank_same_prefix": same_rank, "max_target_rank_move_prefix": max(rank_moves)}
+    text = (f"{len(records)} records, {args.dtype}, {result['threads']} thread(s): packed "
+            f"{med_p:.2f} s a record (median; {result['median_packed_tokens']:.0f} tokens in "
+            f"one pass); with the {result['prefix_tokens']}-token shared prefix run once "
+            f"({prefix_s:.2f} s with its check) {med_s:.2f} s, {med_p / med_s:.2f}x faster, "
+            f"largest difference {worst_shared:.4f} nats, the target's rank the same in "
+            f"{same_rank} of {len(records)} records (moved by {max(rank_moves)} at most)")
+    if not args.no_rows:
+        med_r = statistics.median(rows_s)
+        result.update(median_s_rows=round(med_r, 3), speedup=round(med_r / med_p, 2),
+                      max_abs_diff_nats=round(worst, 4))
+        text += (f"; rows of {args.rows} {med_r:.2f} s, packed is {med_r / med_p:.2f}x "
+                 f"faster, largest score difference {worst:.4f} nats")
+    print(text)
     if args.json:
         print(json.dumps(result))
     return 0

@@ -44,14 +44,12 @@ def test_candidate_tree_rejects_empty_inputs():
 
 
 @pytest.mark.slow
-def test_packed_log_likelihoods_equal_scoring_each_answer_alone():
+def test_packed_log_likelihoods_equal_scoring_each_answer_alone(smollm):
     torch = pytest.importorskip("torch")
     from goracs.evaluate.constrain import answer_tokens
     from goracs.evaluate.seqrec import alone_log_likelihood, answer_log_likelihoods
-    from goracs.train.model import load_lm
 
-    lm, tok, _ = load_lm(None, None)
-    lm.eval()
+    lm, tok = smollm
     prompt = ('### Input:\nThe user has watched "Heat (1995)", "Casino (1995)"\n\n'
               "### Response:\n")
     answers = [a + [tok.eos_token_id] for a in answer_tokens(

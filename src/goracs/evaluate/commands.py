@@ -38,6 +38,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--embed-batch-size", type=int, default=32, help="titles per forward pass")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--no-shared-prefix", action="store_true",
+                   help="CTR, and likelihood ranking in fp32: score every prompt whole "
+                   "instead of running the prompt tokens all records share once (same scores "
+                   "up to float rounding, slower)")
     add_threads_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="output folder")
@@ -54,7 +58,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                             decoding=args.decoding, ranking=args.ranking).validate()
     apply_threads(args.threads)
     doc = evaluate(args.data, task, args.out, settings, model=args.model, adapter=args.adapter,
-                   device=args.device, progress=not args.quiet)
+                   device=args.device, progress=not args.quiet,
+                   share_prefix=not args.no_shared_prefix)
     m = doc["metrics"]
     if task == "ctr":
         summary = (f"AUC {m['AUC']:.4f}, log-loss {m['log_loss']:.4f}, "

@@ -24,13 +24,14 @@ from goracs.errors import GoracsError
 from goracs.evaluate import metrics as M
 from goracs.evaluate.chunks import chunked
 from goracs.evaluate.constrain import answer_frame, answer_tokens, catalogue_trie
-from goracs.evaluate.ctr import answer_token_ids, p_yes_batch
+from goracs.evaluate.ctr import answer_token_ids, p_yes_batch, reusable_prefix
 from goracs.evaluate.seqrec import (
     alone_log_likelihood,
     answer_log_likelihoods,
     clean_generation,
     embed_texts,
     generate_ids,
+    likelihood_prefix,
 )
 from goracs.features.cache import content_key, texts_digest
 from goracs.features.samples import ctr_labels, load_records, render_prompt
@@ -120,6 +121,7 @@ def evaluate(
     device: str = "auto",
     progress: bool = True,
     embedding_cache: str | os.PathLike | None = None,
+    share_prefix: bool = True,
 ) -> dict[str, Any]:
     """Score the test records of ``data_dir`` and write ``metrics.json`` and
     ``predictions.jsonl`` into ``out``.
@@ -135,6 +137,14 @@ def evaluate(
     embedding_cache : path, optional
         Where catalogue title embeddings are cached (default: ``title-embeddings`` under
         :func:`goracs.paths.cache_root`).
+    share_prefix : bool
+        CTR scoring, and likelihood ranking in float32, run the prompt tokens that every test
+        record shares once and continue each pass from their key/value cache
+        (:mod:`goracs.evaluate.prefix`), after checking on a few records that the scores are
+        those of plain passes; False scores every prompt whole. The scores agree up to float
+        rounding either way, so the setting is no part of the run's key. (Likelihood ranking
+        in bfloat16 always scores whole prompts: there the prefix saved 4% and its rounding
+        moved the target's rank by 1-2 places in half the records, docs/results/README.md.)
 
     Returns
     -------
@@ -176,12 +186,20 @@ def evaluate(
     if task == "ctr":
         yes_id, no_id = answer_token_ids(tok, test[0])
         t1 = time.perf_counter()
-        parts = chunked(len(test), settings.batch_size * 8, work / "p_yes",
-                        lambda s, e: np.concatenate([
-                            p_yes_batch(lm, tok, [prompts[order[i]] for i in
-                                                  range(a, min(e, a + settings.batch_size))],
-                                        yes_id, no_id, dev)
-                            for a in range(s, e, settings.batch_size)]),
+        # Set up on the first chunk computed: a run resumed with every chunk done needs none.
+        shared: dict[str, Any] = {}
+
+        def score_chunk(s: int, e: int) -> np.ndarray:
+            if "prefix" not in shared:
+                shared["prefix"] = (reusable_prefix(lm, tok, prompts, yes_id, no_id, dev)
+                                    if share_prefix else None)
+            bs = settings.batch_size
+            return np.concatenate([
+                p_yes_batch(lm, tok, [prompts[order[i]] for i in range(a, min(e, a + bs))],
+                            yes_id, no_id, dev, shared["prefix"])
+                for a in range(s, e, bs)])
+
+        parts = chunked(len(test), settings.batch_size * 8, work / "p_yes", score_chunk,
                         kind="npy", desc="score ctr", progress=progress)
         p_sorted = np.concatenate(parts)
         p = np.empty_like(p_sorted)
@@ -198,7 +216,7 @@ def evaluate(
         cache = Path(embedding_cache) if embedding_cache is not None \
             else cache_root() / "title-embeddings"
         _evaluate_seqrec(lm, tok, identity, test, idx, prompts, order, data_dir, work, cache,
-                         settings, dev, progress, doc, lines, seconds)
+                         settings, dev, progress, doc, lines, seconds, share_prefix)
     seconds["total"] = round(time.perf_counter() - t0, 3)
     doc["seconds"] = seconds
     doc = _jsonable(doc)
@@ -213,7 +231,7 @@ def _evaluate_seqrec(lm: Any, tok: Any, identity: Mapping[str, Any], test: Seque
                      idx: np.ndarray, prompts: Sequence[str], order: Sequence[int],
                      data_dir: Path, work: Path, cache: Path, settings: EvalSettings, dev: str,
                      progress: bool, doc: dict[str, Any], lines: list[dict[str, Any]],
-                     seconds: dict[str, float]) -> None:
+                     seconds: dict[str, float], share_prefix: bool = True) -> None:
     catalogue = _load_items(data_dir)
     catalogue_set = set(catalogue)
     sampled = all(isinstance(r.get("negatives"), list) for r in test)
@@ -223,7 +241,7 @@ def _evaluate_seqrec(lm: Any, tok: Any, identity: Mapping[str, Any], test: Seque
                         "negatives_per_sample": (len(test[0]["negatives"]) if sampled else None)}
     if settings.ranking == "likelihood":
         _rank_by_likelihood(lm, tok, test, idx, prompts, targets, work, dev, progress, doc,
-                            lines, seconds)
+                            lines, seconds, share_prefix)
         return
     if not sampled:
         print("note: not every test record has 'negatives'; the sampled protocol is skipped",
@@ -338,8 +356,11 @@ def _check_packed_scoring(lm: Any, tok: Any, prompt: str, seqs: Sequence[Sequenc
 def _rank_by_likelihood(lm: Any, tok: Any, test: Sequence[Mapping], idx: np.ndarray,
                         prompts: Sequence[str], targets: Sequence[str],
                         work: Path, dev: str, progress: bool, doc: dict[str, Any],
-                        lines: list[dict[str, Any]], seconds: dict[str, float]) -> None:
-    """Rank each record's target among its sampled negatives by log P(answer | prompt)."""
+                        lines: list[dict[str, Any]], seconds: dict[str, float],
+                        share_prefix: bool = True) -> None:
+    """Rank each record's target among its sampled negatives by log P(answer | prompt); with
+    ``share_prefix`` and a float32 model, the prompt tokens all records share run once
+    (checked first)."""
     if not all(isinstance(r.get("negatives"), list) and r["negatives"] for r in test):
         raise GoracsError("likelihood ranking scores the sampled candidates: every test record "
                           "needs a non-empty 'negatives' list")
@@ -355,15 +376,23 @@ def _rank_by_likelihood(lm: Any, tok: Any, test: Sequence[Mapping], idx: np.ndar
                 answer_tokens(tok, prompts[j], [before + t + after for t in titles])]
 
     t1 = time.perf_counter()
-    _check_packed_scoring(lm, tok, prompts[0],
-                          candidate_ids(0, [targets[0], *test[0]["negatives"][:2]]), dev)
+    probe = candidate_ids(0, [targets[0], *test[0]["negatives"][:2]])
+    _check_packed_scoring(lm, tok, prompts[0], probe, dev)
+    # In bfloat16 the prefix saves little (4%) and rounds differently enough to move targets'
+    # ranks; those runs, all committed likelihood runs among them, score whole prompts.
+    share_prefix = share_prefix and next(lm.parameters()).dtype == torch_dtype("fp32")
+    # Set up on the first chunk computed: a run resumed with every chunk done needs none.
+    shared: dict[str, Any] = {}
 
     def score_chunk(s: int, e: int) -> np.ndarray:
+        if "prefix" not in shared:
+            shared["prefix"] = (likelihood_prefix(lm, tok, prompts, prompts[0], probe, dev)
+                                if share_prefix else None)
         out = []
         for j in range(s, e):
             cands = [targets[j], *test[j]["negatives"]]
             seqs = candidate_ids(j, cands)
-            ll = answer_log_likelihoods(lm, tok, prompts[j], seqs, dev)
+            ll = answer_log_likelihoods(lm, tok, prompts[j], seqs, dev, shared["prefix"])
             # Higher likelihood ranks first: rank by the negated log-likelihood as a distance.
             rank = M.rank_among_titles(-ll, cands, targets[j])
             assert rank is not None  # the target is the first candidate

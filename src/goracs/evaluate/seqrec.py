@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from goracs.evaluate.chunks import chunked
+from goracs.evaluate.prefix import CACHE_ERRORS, SharedPrefix, note_plain, shared_prefix
 from goracs.features.cache import content_key, texts_digest
 from goracs.io import atomic_save_npy
-from goracs.train.model import decoder_and_head
+from goracs.train.model import decoder_and_head, torch_dtype
 
 
 def clean_generation(text: str) -> str:
@@ -172,32 +173,101 @@ def candidate_tree(prompt_ids: Sequence[int], answers: Sequence[Sequence[int]]
 
 
 def answer_log_likelihoods(model: Any, tokenizer: Any, prompt: str,
-                           answers: Sequence[Sequence[int]], device: str) -> np.ndarray:
+                           answers: Sequence[Sequence[int]], device: str,
+                           prefix: SharedPrefix | None = None) -> np.ndarray:
     """log P(answer | prompt) under ``model`` for each answer's token ids (the sum over its
     tokens, end-of-sequence included if the ids include it), float64 of shape (len(answers),).
 
-    All answers go through the model in one forward pass (:func:`candidate_tree`)."""
+    All answers go through the model in one forward pass (:func:`candidate_tree`). With a
+    ``prefix`` the prompt starts with (:func:`likelihood_prefix`), that pass feeds only the
+    tokens after it and continues from its key/value cache; every packed token sees the whole
+    prefix, at the positions it has in a plain pass.
+    """
     import torch
 
     from goracs.train.model import head_logits
 
     prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     ids, pos, visible, rows, targets, owner = candidate_tree(prompt_ids, answers)
+    start = len(prefix) if prefix is not None and prefix.matches(prompt_ids) else 0
     decoder, head, cap = decoder_and_head(model)
     dtype = next(model.parameters()).dtype
-    mask = torch.zeros((1, 1, len(ids), len(ids)), dtype=dtype)
-    mask.masked_fill_(~torch.from_numpy(visible), torch.finfo(dtype).min)
+    # Queries are the packed tokens after the prefix; keys are all packed tokens, the prefix's
+    # coming from the cache. The prefix precedes everything, so every query may see it.
+    mask = torch.zeros((1, 1, len(ids) - start, len(ids)), dtype=dtype)
+    mask.masked_fill_(~torch.from_numpy(visible[start:]), torch.finfo(dtype).min)
+    extra: dict[str, Any] = {}
+    if start:
+        assert prefix is not None
+        extra = {"cache": prefix.cache(1), "use_cache": True}
     with torch.no_grad():
-        hidden = decoder(input_ids=torch.from_numpy(ids)[None].to(device),
+        hidden = decoder(input_ids=torch.from_numpy(ids[start:])[None].to(device),
                          attention_mask=mask.to(device),
-                         position_ids=torch.from_numpy(pos)[None].to(device)).last_hidden_state
-        logits = head_logits(head, hidden[0, torch.from_numpy(rows).to(device)], cap)
+                         position_ids=torch.from_numpy(pos[start:])[None].to(device),
+                         **extra).last_hidden_state
+        logits = head_logits(head, hidden[0, torch.from_numpy(rows - start).to(device)], cap)
         logp = torch.log_softmax(logits.float(), dim=-1)
         tok_lp = logp[torch.arange(len(rows), device=logp.device),
                       torch.from_numpy(targets).to(logp.device)]
     out = np.zeros(len(answers), dtype=np.float64)
     np.add.at(out, owner, tok_lp.double().cpu().numpy())
     return out
+
+
+def likelihood_prefix(model: Any, tokenizer: Any, prompts: Sequence[str], probe_prompt: str,
+                      probe_answers: Sequence[Sequence[int]], device: str
+                      ) -> SharedPrefix | None:
+    """The token prefix all ``prompts`` share, run once, if packed scoring from it gives what
+    packed scoring of the whole prompt gives; else None, with a note on stderr.
+
+    The check scores ``probe_answers`` after ``probe_prompt`` (one of ``prompts``) both ways.
+    The log-likelihoods may differ by float rounding only: 1e-3 nats + 1e-5 of their size in
+    float32; in bfloat16 the two ways round differently (as two batch layouts of one pass
+    do), so the check allows 0.5 nats + 5% there, the slack of the packed start-up check.
+
+    Parameters
+    ----------
+    model, tokenizer
+        The causal LM (with its adapter, when one is loaded) and its tokenizer.
+    prompts : sequence of str
+        Every prompt whose candidates will be scored.
+    probe_prompt : str
+        The prompt of the check.
+    probe_answers : sequence of int sequences
+        Answer token ids for the check (a few candidates).
+    device : str
+        Where the model is.
+
+    Returns
+    -------
+    SharedPrefix or None
+    """
+    if not prompts:
+        return None
+    enc = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    try:
+        prefix = shared_prefix(model, enc, device)
+    except CACHE_ERRORS as exc:
+        note_plain(f"the prefix pass failed: {type(exc).__name__}: {exc}")
+        return None
+    if prefix is None:
+        return None
+    try:
+        got = answer_log_likelihoods(model, tokenizer, probe_prompt, probe_answers, device,
+                                     prefix)
+    except CACHE_ERRORS as exc:
+        note_plain(f"this model cannot continue from a copied key/value cache: "
+                   f"{type(exc).__name__}: {exc}")
+        return None
+    want = answer_log_likelihoods(model, tokenizer, probe_prompt, probe_answers, device)
+    low = next(model.parameters()).dtype != torch_dtype("fp32")
+    slack = (0.5, 0.05) if low else (1e-3, 1e-5)
+    worst = np.abs(got - want) - (slack[0] + slack[1] * np.abs(want))
+    if not np.all(np.isfinite(got)) or float(np.max(worst)) > 0:
+        note_plain(f"log-likelihoods from the cache differ from a plain packed pass by up to "
+                   f"{float(np.max(np.abs(got - want))):.3g} nats")
+        return None
+    return prefix
 
 
 def alone_log_likelihood(model: Any, tokenizer: Any, prompt: str, answer: Sequence[int],
