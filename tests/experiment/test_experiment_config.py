@@ -72,7 +72,7 @@ def _set(doc: dict, path: str, value) -> dict:
     ("task.ctr.budgets", [], r"^task\.ctr\.budgets: expected a non-empty list"),
     ("task.ctr.metrics", ["NDCG@10"], r"^task\.ctr\.metrics: unknown ctr metric 'NDCG@10'"),
     ("task.ctr.train.lr", "fast", r"^task\.ctr\.train\.lr: expected a number, got a string"),
-    ("task.ctr.train.lr", -1.0, r"^task\.ctr\.train: lr must be positive"),
+    ("task.ctr.train.lr", -1.0, r"^task\.ctr\.train: lr must be a positive"),
     ("task.ctr.train.seed", 3, r"^task\.ctr\.train\.seed: the fine-tuning seed"),
     ("task.ctr.train.preset", "huge", r"^task\.ctr\.train\.preset: unknown preset"),
     ("task.ctr.evaluate.max_test", 0, r"^task\.ctr\.evaluate: max-test must be at least 1"),
