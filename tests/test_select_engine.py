@@ -9,7 +9,7 @@ from scipy.optimize import linprog
 from goracs.errors import GoracsError
 from goracs.select import GORACS, SelectionData, class_budgets
 from goracs.select.cost import pairwise_distances, poo_cost
-from goracs.select.greedy import greedy_init, naive_greedy, relaxed_objective
+from goracs.select.greedy import greedy_init, greedy_select, naive_greedy, relaxed_objective
 from goracs.select.marginal import _two_smallest, impact_function, marginal_impact
 from goracs.select.ot import TransportState, exact_ot, poo_value
 from goracs.select.refine import refine
@@ -114,11 +114,17 @@ def test_lazy_greedy_picks_what_the_naive_loop_picks(seed):
     if seed == 4:  # ties: duplicated rows and a coarse grid of values
         cost = np.round(cost * 4) / 4
         cost[40:50] = cost[0:10]
-    lazy = greedy_init(cost, 20)
-    np.testing.assert_array_equal(lazy, naive_greedy(cost, 20))
+    lazy = greedy_init(cost, 20, saturation="index")
+    naive = naive_greedy(cost, 20)
+    np.testing.assert_array_equal(lazy, naive)
     # the relaxed objective falls with every pick
     objs = [relaxed_objective(cost, lazy[:k]) for k in range(1, 21)]
     assert all(b <= a for a, b in zip(objs, objs[1:], strict=False))
+    # past saturation (seed 4 saturates) the default differs, but only after the gains run out
+    res = greedy_select(cost, 20)
+    k = res.positive_gain_picks
+    np.testing.assert_array_equal(res.indices[:k], naive[:k])
+    assert (k < 20) == (seed == 4) and res.capacity_picks == 20 - k
 
 
 def test_greedy_reference_stop_rule_gives_n_samples_with_mass():
@@ -249,6 +255,7 @@ def test_per_class_false_ignores_the_labels():
     ({"swaps_per_round": 0}, "swaps-per-round must be"), ({"tol": 1.0}, "tol must be"),
     ({"time_limit": 0}, "time-limit must be"), ({"init_stop": "never"}, "init-stop must be"),
     ({"refine_steps": 1}, "refine-steps must be"), ({"per_class": 1}, "per-class must be"),
+    ({"saturation": "oldest"}, "saturation must be"),
 ])
 def test_goracs_settings_fail_at_construction(kwargs, message):
     with pytest.raises(GoracsError, match=message):

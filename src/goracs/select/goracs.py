@@ -11,7 +11,7 @@ from goracs.errors import GoracsError
 from goracs.select.base import SelectionData, Selector, register
 from goracs.select.baselines.params import check_int, check_real
 from goracs.select.cost import poo_cost
-from goracs.select.greedy import STOP_RULES, greedy_init, relaxed_objective
+from goracs.select.greedy import SATURATION_RULES, STOP_RULES, greedy_select, relaxed_objective
 from goracs.select.medoid import alternate
 from goracs.select.ot import TransportState
 from goracs.select.refine import refine
@@ -45,6 +45,10 @@ class GORACS(Selector):
     max_iters : accepted swaps at most in refinement; None runs until no candidate improves.
     candidates : c, the coreset and outside samples kept as swap candidates per round.
     init_stop : "exact" (stop greedy at n) or "assigned" (the reference's rule).
+    saturation : what picks the rest once every relaxed gain is zero: "capacity" (the outside
+        sample that fits most cheaply into the exact transport with every pick at its final
+        capacity, see :mod:`goracs.select.capacity`) or "index" (the plain greedy's smallest
+        index, as the reference does).
     swaps_per_round : accepted swaps per marginal-impact computation; 1 is the reference's
         loop, None takes every improving swap of a round's candidate list.
     medoid_rounds : rounds of capacitated medoid moves between greedy initialisation and
@@ -80,6 +84,7 @@ class GORACS(Selector):
         tol: float = 1e-4,
         time_limit: float | None = None,
         per_class: bool = True,
+        saturation: str = "capacity",
     ) -> None:
         super().__init__(budget, seed)
         self.lam = lam
@@ -93,6 +98,7 @@ class GORACS(Selector):
         self.tol = tol
         self.time_limit = time_limit
         self.per_class = per_class
+        self.saturation = saturation
         self._check_settings()
 
     def _check_settings(self) -> None:
@@ -111,6 +117,9 @@ class GORACS(Selector):
             raise GoracsError(f"time-limit must be a number > 0, got {self.time_limit!r}")
         if self.init_stop not in STOP_RULES:
             raise GoracsError(f"init-stop must be one of {', '.join(STOP_RULES)}")
+        if self.saturation not in SATURATION_RULES:
+            raise GoracsError(f"saturation must be one of {', '.join(SATURATION_RULES)}, got "
+                              f"{self.saturation!r}")
         for name in ("refine_steps", "per_class"):
             if not isinstance(getattr(self, name), bool):
                 raise GoracsError(f"{name.replace('_', '-')} must be true or false, got "
@@ -164,7 +173,10 @@ class GORACS(Selector):
             per_class[str(label)] = {"budget": n_k, "train": int(rows.shape[0]),
                                      "valid": int(cols.shape[0]), "poo": res["poo"],
                                      "trace": res["trace"],
-                                     "pass_at_1": res.get("pass_at_1")}
+                                     "pass_at_1": res.get("pass_at_1"),
+                                     "poo_greedy": res.get("poo_greedy", res["poo"]),
+                                     "positive_gain_picks": res.get("positive_gain_picks"),
+                                     "capacity_picks": res.get("capacity_picks", 0)}
         self.indices_ = np.concatenate(picks)
         # The combined objective is the validation-weighted sum of the class objectives; its
         # trace follows the classes as they are refined one after another.
@@ -179,6 +191,12 @@ class GORACS(Selector):
         self.objective_ = float(sum(weights[k] * r["poo"] for k, r in results.items()))
         self.info_["classes"] = per_class
         self.info_["class_weights"] = {str(k): w for k, w in weights.items()}
+        # POO right after initialisation, weighted as the objective is (the trace's start)
+        self.info_["poo_greedy"] = trace[0]
+        # classes taken whole (budget = pool) make no picks and count none
+        self.info_["positive_gain_picks"] = sum(
+            r.get("positive_gain_picks") or 0 for r in results.values())
+        self.info_["capacity_picks"] = sum(r.get("capacity_picks", 0) for r in results.values())
 
     def _run_itra(self, train_emb: np.ndarray, valid_emb: np.ndarray,
                   grad_norms: np.ndarray | None, n: int, take_all: bool = False
@@ -190,10 +208,18 @@ class GORACS(Selector):
                 state = TransportState(cost, np.arange(n))
             return {"indices": np.arange(n), "poo": state.poo, "trace": [state.poo]}
         with self._stage("greedy"):
-            init = greedy_init(cost, n, stop=self.init_stop)
-        out: dict[str, Any] = {"relaxed_objective": relaxed_objective(cost, init)}
+            greedy = greedy_select(cost, n, stop=self.init_stop, saturation=self.saturation)
+        init = greedy.indices
+        out: dict[str, Any] = {"relaxed_objective": relaxed_objective(cost, init),
+                               # picks whose relaxed gain was positive; the rest were chosen
+                               # past saturation (by fill cost, or by index)
+                               "positive_gain_picks": greedy.positive_gain_picks,
+                               "capacity_picks": greedy.capacity_picks}
         with self._stage("exact_ot"):
-            state = TransportState(cost, init)
+            # the capacitated continuation ends with an optimal plan: no solve needed
+            state = (TransportState(cost, init) if greedy.transport is None
+                     else greedy.transport.state())
+        del greedy
         out["poo_greedy"] = state.poo
         if not self.refine_steps or n < 2:
             out.update(indices=np.sort(init), poo=state.poo, trace=[state.poo])
@@ -242,10 +268,12 @@ class GORACSNoGrad(GORACS):
     def __init__(self, budget: int, seed: int = 0, max_iters: int | None = 100,
                  candidates: int = 30, init_stop: str = "exact",
                  swaps_per_round: int | None = None, medoid_rounds: int = 20,
-                 patience: int | None = 30, tol: float = 1e-4) -> None:
+                 patience: int | None = 30, tol: float = 1e-4,
+                 saturation: str = "capacity") -> None:
         super().__init__(budget, seed, lam=0.0, max_iters=max_iters, candidates=candidates,
                          init_stop=init_stop, swaps_per_round=swaps_per_round,
-                         medoid_rounds=medoid_rounds, patience=patience, tol=tol)
+                         medoid_rounds=medoid_rounds, patience=patience, tol=tol,
+                         saturation=saturation)
 
 
 @register
@@ -255,8 +283,9 @@ class GORACSGreedy(GORACS):
     name = "goracs-greedy"
 
     def __init__(self, budget: int, seed: int = 0, lam: float = 0.5,
-                 init_stop: str = "exact") -> None:
-        super().__init__(budget, seed, lam=lam, init_stop=init_stop, refine_steps=False)
+                 init_stop: str = "exact", saturation: str = "capacity") -> None:
+        super().__init__(budget, seed, lam=lam, init_stop=init_stop, refine_steps=False,
+                         saturation=saturation)
 
 
 @register

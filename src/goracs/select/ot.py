@@ -100,6 +100,43 @@ class TransportState:
             col_slot[j, k] = r
             col_flow[j, k] = units[r, j]
             col_deg[j] = k + 1
+        self._setup(idx, u, v, col_slot, col_flow, col_deg)
+
+    @classmethod
+    def from_plan(cls, cost: np.ndarray, indices: np.ndarray, u: np.ndarray, v: np.ndarray,
+                  col_slot: np.ndarray, col_flow: np.ndarray, col_deg: np.ndarray
+                  ) -> TransportState:
+        """A state from an optimal integer plan and duals found elsewhere (no solve).
+
+        The plan is stored by column as here (slot ``col_slot[j, k]`` ships ``col_flow[j, k]``
+        units to column j); slots follow ``indices``. Row and column sums, dual feasibility
+        and complementary slackness (to 1e-9) are checked: a plan that passes is optimal.
+        """
+        self = cls.__new__(cls)
+        self.cost = cost
+        idx = np.asarray(indices, dtype=np.int64)
+        n, nv = idx.shape[0], cost.shape[1]
+        g = math.gcd(n, nv)
+        self.p, self.q = nv // g, n // g
+        self.units = n * self.p
+        if col_slot.shape != (nv, self.q) or col_flow.shape != (nv, self.q):
+            raise ValueError("plan arrays do not match the coreset size")
+        self._setup(idx, np.asarray(u, dtype=np.float64).copy(),
+                    np.asarray(v, dtype=np.float64).copy(), col_slot.astype(np.int32),
+                    col_flow.astype(np.int32), col_deg.astype(np.int32))
+        plan = np.rint(self.dense_plan() * self.units)
+        if not (np.all(plan.sum(1) == self.p) and np.all(plan.sum(0) == self.q)):
+            raise ValueError("plan does not ship p units per row and q per column")
+        f = self.flow
+        reduced = cost[idx].astype(np.float64) - f.u[:, None] - f.v[None, :]
+        if reduced.min() < -1e-9 or np.abs(reduced[plan > 0]).max() > 1e-9:
+            raise ValueError("duals are not optimal for the plan")
+        return self
+
+    def _setup(self, idx: np.ndarray, u: np.ndarray, v: np.ndarray, col_slot: np.ndarray,
+               col_flow: np.ndarray, col_deg: np.ndarray) -> None:
+        cost = self.cost
+        nv = cost.shape[1]
         self.slot_of = {int(t): s for s, t in enumerate(idx)}
         self.flow = _Flow(idx.copy(), u.astype(np.float64), v.astype(np.float64), col_slot,
                           col_flow, col_deg, 0.0)
