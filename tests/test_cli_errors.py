@@ -9,7 +9,11 @@ import pytest
 
 
 @pytest.mark.parametrize("argv, expect", [
-    (["select", "--budget", "x", "--out", "o"], "goracs select: --budget: invalid int value"),
+    (["select", "--budget", "x", "--out", "o"], "goracs select: --budget: must be an integer"),
+    (["select", "--budget", "0", "--out", "o"],
+     "goracs select: --budget: must be a positive integer, got 0"),
+    (["finetune", "--data", "d", "--out", "o", "--lr", "inf"],
+     "goracs finetune: --lr: must be a finite number"),
     (["select", "--out", "o"], "goracs select: the following arguments are required: --budget"),
     (["prepare", "--dataset", "nope", "--out", "o"], "goracs prepare: --dataset: invalid choice"),
     (["features"], "goracs features: the following arguments are required: DIR"),

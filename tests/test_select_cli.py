@@ -119,8 +119,8 @@ def _bad_cases(a: dict[str, Path], tmp: Path) -> dict[str, tuple[list[str], str]
         "mismatched lengths": (swap("--grad-norms", short), "grad-norms has 119 rows"),
         "nan": (swap("--train-emb", nan), "NaN or inf"),
         "inf": (swap("--grad-norms", inf), "NaN or inf"),
-        "budget zero": (base_args(a, tmp / "out", budget=0), "budget must be a positive"),
-        "budget negative": (base_args(a, tmp / "out", budget=-3), "budget must be a positive"),
+        "budget zero": (base_args(a, tmp / "out", budget=0), "must be a positive integer"),
+        "budget negative": (base_args(a, tmp / "out", budget=-3), "must be a positive integer"),
         "budget = pool": (base_args(a, tmp / "out", budget=120), "smaller than the pool"),
         "budget > pool": (base_args(a, tmp / "out", budget=500), "smaller than the pool"),
         "missing file": (swap("--valid-emb", tmp / "nope.npy"), "file not found"),
@@ -138,7 +138,9 @@ def test_bad_input_gives_one_line_and_no_output(arrays, tmp_path):
         assert proc.returncode == 2, (name, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1, (name, proc.stderr)
-        assert lines[0].startswith("goracs: error: ") and message in lines[0], (name, lines)
+        # argument errors name the command and flag, input errors say "error"
+        assert lines[0].startswith(("goracs: error: ", "goracs select: --")), (name, lines)
+        assert message in lines[0], (name, lines)
         assert "Traceback" not in proc.stderr
         assert not (tmp_path / "out").exists(), name
 
@@ -162,6 +164,7 @@ def _prepared_folder(tmp: Path, task: str, n_train: int = 80, n_valid: int = 20,
               "output": answers[k % 2] if task == "ctr" else f'"Item {k}"',
               "target": f"Item {k}", "timestamp": k} for k in range(n_train)]
     (d / "train.json").write_text(json.dumps(train))
+    (d / "valid.json").write_text(json.dumps(train[:n_valid]))
     (d / "meta.json").write_text(json.dumps({"task": task, "dataset": "test"}))
     np.save(d / "features" / "train_emb.npy", rng.normal(size=(n_train, 6)).astype(np.float32))
     np.save(d / "features" / "valid_emb.npy", rng.normal(size=(n_valid, 6)).astype(np.float32))
@@ -173,8 +176,21 @@ def _prepared_folder(tmp: Path, task: str, n_train: int = 80, n_valid: int = 20,
         np.save(d / "features" / "el2n.npy", rng.uniform(0, 1.4, n_train).astype(np.float32))
         np.save(d / "features" / "influence.npy",
                 rng.normal(1e-4, 1e-5, n_train).astype(np.float32))
-    (d / "features" / "features.json").write_text("{}")
+    write_features_manifest(d, task)
     return d
+
+
+def write_features_manifest(d: Path, task: str) -> None:
+    """A features.json as `goracs features` writes it, as far as `select --data` reads it:
+    the task and the digests of the records the features come from."""
+    from goracs.features.cache import path_fingerprint
+
+    files = {p.stem: p.name for p in (d / "features").glob("*.npy")}
+    (d / "features" / "features.json").write_text(json.dumps({
+        "task": task, "n_train": len(json.loads((d / "train.json").read_text())),
+        "files": files, "digests": {"train": path_fingerprint(d / "train.json"),
+                                    "valid": path_fingerprint(d / "valid.json"),
+                                    "settings": "test"}}))
 
 
 @pytest.mark.parametrize("task", ["seqrec", "ctr"])

@@ -18,9 +18,13 @@ from goracs.threads import apply_threads
 ])
 def test_zero_threads_is_a_one_line_error_before_any_work(argv, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main([*argv, "--threads", "0"]) == 2
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--threads", "0"])
+    assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err == "goracs: error: --threads must be at least 1, got 0\n"
+    command = f"goracs {argv[0]}"
+    assert err == (f"{command}: --threads: must be a positive integer, got 0 "
+                   f"(see {command} --help)\n")
     assert not any(tmp_path.iterdir())
 
 

@@ -11,7 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from goracs.checks import MAX_DEPTH, check_json_depth, check_nesting
 from goracs.errors import GoracsError
+
+#: Temporary files of atomic writes are named ``.NAME.goracs-XXXX.tmp``: recognisably ours,
+#: so that a leftover of a killed run can be told from a user's file.
+TMP_TAG = ".goracs-"
 
 
 def load_array(path: str | os.PathLike, name: str | None = None) -> np.ndarray:
@@ -46,35 +51,99 @@ def load_array(path: str | os.PathLike, name: str | None = None) -> np.ndarray:
     raise GoracsError(f"{p}: unsupported array format (use .npy or .safetensors)")
 
 
+def loads_json(text: str, source: str, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse JSON text nested at most ``max_depth`` levels; any fault is one
+    :class:`GoracsError` naming ``source`` (a file, or a flag such as ``--param``)."""
+    check_json_depth(text, source, max_depth)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GoracsError(f"{source}: not valid JSON ({exc})") from None
+    except RecursionError:  # unreachable after the depth check; kept as a backstop
+        raise GoracsError(f"{source}: nested too deeply to read") from None
+
+
+def read_text(path: str | os.PathLike, what: str = "") -> str:
+    """The UTF-8 text of a file; a missing, unreadable or undecodable file is one
+    :class:`GoracsError` line (``what`` says what the file should have been)."""
+    p = Path(path)
+    if not p.is_file():
+        if p.exists():
+            raise GoracsError(f"not a file: {p}" + (f" ({what})" if what else ""))
+        raise GoracsError(f"file not found: {p}" + (f" ({what})" if what else ""))
+    try:
+        with open(p, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as exc:
+        raise GoracsError(f"{p}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise GoracsError(f"cannot read {p}: {exc.strerror or exc}") from None
+
+
+def loads_json_or_lines(text: str, source: str, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse a JSON document, or, when the text is not one, JSON lines (blank lines skipped),
+    nested at most ``max_depth`` levels; any fault is one :class:`GoracsError`."""
+    check_json_depth(text, source, max_depth)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as first:
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        out = []
+        for k, ln in enumerate(lines, start=1):
+            try:
+                out.append(json.loads(ln))
+            except json.JSONDecodeError:
+                if k == 1:
+                    raise GoracsError(f"{source}: not JSON (line {first.lineno}: "
+                                      f"{first.msg})") from None
+                raise GoracsError(f"{source}: JSON lines file, line {k} is not valid "
+                                  "JSON") from None
+        return out
+
+
 def read_json(path: str | os.PathLike, what: str = "") -> Any:
-    """Parse a JSON file; a missing, unreadable or malformed file is a :class:`GoracsError`.
+    """Parse a JSON file; a missing, unreadable, malformed or too deeply nested file is a
+    :class:`GoracsError`.
 
     ``what`` says in the message what the file should have been (e.g. "the item catalogue").
     """
     p = Path(path)
-    if not p.is_file():
-        raise GoracsError(f"file not found: {p}" + (f" ({what})" if what else ""))
-    try:
-        with open(p, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GoracsError(f"{p}: not valid JSON ({exc})") from None
-    except OSError as exc:
-        raise GoracsError(f"cannot read {p}: {exc}") from None
+    return loads_json(read_text(p, what), str(p))
 
 
 def read_jsonl(path: str | os.PathLike, what: str = "") -> list[Any]:
     """Parse a JSON-lines file (blank lines skipped) as :func:`read_json` parses a JSON file."""
     p = Path(path)
-    if not p.is_file():
-        raise GoracsError(f"file not found: {p}" + (f" ({what})" if what else ""))
+    text = read_text(p, what)
+    out = []
+    for k, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        check_json_depth(line, f"{p} line {k}")
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise GoracsError(f"{p}: not valid JSON lines (line {k}: {exc.msg})") from None
+    return out
+
+
+def loads_toml(text: str, source: str, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """Parse TOML text nested at most ``max_depth`` levels; any fault is one
+    :class:`GoracsError` naming ``source``."""
     try:
-        with open(p, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GoracsError(f"{p}: not valid JSON lines ({exc})") from None
-    except OSError as exc:
-        raise GoracsError(f"cannot read {p}: {exc}") from None
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise GoracsError("reading TOML needs Python 3.11+ or the tomli package") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise GoracsError(f"{source}: not valid TOML ({exc})") from None
+    except RecursionError:  # the pure-Python parser recurses once per nested array/table
+        raise GoracsError(f"{source}: nested more than {max_depth} levels deep") from None
+    return check_nesting(doc, source, max_depth)
 
 
 def _umask_mode() -> int:
@@ -89,7 +158,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}{TMP_TAG}", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -112,7 +181,8 @@ def atomic_save_npy(path: str | os.PathLike, arr: np.ndarray) -> None:
     """Save an array as ``.npy`` atomically."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp.npy", dir=p.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}{TMP_TAG}", suffix=".tmp.npy",
+                                dir=p.parent)
     os.close(fd)
     try:
         np.save(tmp, np.asarray(arr), allow_pickle=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from goracs.checks import arg_int
 from goracs.errors import GoracsError
 
 HELP = ("CPU threads for torch (default: torch's own choice; on a machine other jobs share, "
@@ -11,7 +12,7 @@ HELP = ("CPU threads for torch (default: torch's own choice; on a machine other 
 
 
 def add_threads_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, metavar="N", help=HELP)
+    p.add_argument("--threads", type=arg_int(1), metavar="N", help=HELP)
 
 
 def apply_threads(n: int | None, *, dry_run: bool = False) -> None:

@@ -222,7 +222,7 @@ def test_prepare_amazon_with_domain_word(tmp_path, capsys):
     (["--dataset", "ml-100k", "--task", "seqrec", "--out", "{out}", "--valid-size", "60000",
       "--test-size", "40000"], "leave no training samples"),
     (["--dataset", "json", "--out", "{out}", "--train", "{tmp}/t.json"], "needs --train FILE"),
-    (["--dataset", "json", "--task", "ctr", "--out", "{out}"], "not --task"),
+    (["--dataset", "json", "--path", "x", "--out", "{out}"], "not --path"),
     (["--dataset", "json", "--split", "user-time", "--out", "{out}", "--train", "x",
       "--valid", "y"], "not --split"),
     (["--dataset", "ml-100k", "--task", "ctr", "--out", "{out}", "--split", "user-time",

@@ -11,6 +11,7 @@ import numpy as np
 
 from goracs.experiment import parse_config
 from goracs.experiment.plan import features_doc
+from goracs.features.cache import path_fingerprint
 
 BASE = {
     "name": "unit",
@@ -67,8 +68,10 @@ def make_prepared(data_dir: Path, features, n_train: int = 40, n_valid: int = 10
         arrays["el2n"] = rng.uniform(size=n_train).astype(np.float32)
     for k, v in arrays.items():
         np.save(feats / f"{k}.npy", v)
-    (feats / "features.json").write_text(json.dumps({"settings": features_doc(features),
-                                                     "seconds": {"total": 12.5}}))
+    (feats / "features.json").write_text(json.dumps({
+        "settings": features_doc(features), "seconds": {"total": 12.5}, "task": "ctr",
+        "digests": {"train": path_fingerprint(data_dir / "train.json"),
+                    "valid": path_fingerprint(data_dir / "valid.json"), "settings": "test"}}))
     return arrays
 
 

@@ -57,9 +57,15 @@ def test_features_of_a_seqrec_folder(tmp_path, capsys):
                                         "grad_norms", "total"}
     assert "5 train, 3 valid" in out
 
-    # A second run reads every array back from the cache: identical bytes.
+    # A second run finds the features of these records and settings there and does nothing;
+    # one with another setting that leaves the arrays alone reads them back from the cache.
     before = {p.name: p.read_bytes() for p in f.glob("*.npy")}
+    manifest_bytes = (f / "features.json").read_bytes()
     code, _, err = run(["features", str(d), "--quiet", "--batch-size", "4"], capsys)
+    assert code == 0, err
+    assert (f / "features.json").read_bytes() == manifest_bytes
+    code, _, err = run(["features", str(d), "--quiet", "--batch-size", "4", "--threads", "1",
+                        "--encoder-batch-size", "32"], capsys)
     assert code == 0, err
     assert {p.name: p.read_bytes() for p in f.glob("*.npy")} == before
     assert json.loads((f / "features.json").read_text())["seconds"]["grad_norms"] < \
@@ -83,13 +89,16 @@ def test_features_of_a_ctr_folder_include_labels(tmp_path, capsys):
     d = write_prepared(tmp_path / "ctr", "ctr", n_train=4, n_valid=3)
     f = d / "features"
     f.mkdir()
-    np.save(f / "el2n.npy", np.ones(4, dtype=np.float32))  # left by an earlier run
+    # an earlier run's features, with scores
+    np.save(f / "el2n.npy", np.ones(4, dtype=np.float32))
+    earlier = json.dumps({"task": "ctr", "n_train": 4, "files": {"el2n": "el2n.npy"}})
+    (f / "features.json").write_text(earlier)
     # A max-length that the prompt alone fills leaves EL2N nothing to measure.
     code, _, err = run(["features", str(d), "--quiet", "--max-length", "30"], capsys)
     last = err.strip().splitlines()[-1]
     assert code == 2 and last.startswith("goracs: error: ") and "Traceback" not in err
     assert "train.json: record 0 keeps no response token within --max-length 30" in last
-    assert not (f / "features.json").exists()
+    assert (f / "features.json").read_text() == earlier  # a failed run changes nothing
     code, _, err = run(["features", str(d), "--quiet", "--batch-size", "4", "--lora-r", "4",
                         "--lora-targets", "v_proj", "--no-scores"], capsys)
     assert code == 0, err
@@ -128,9 +137,10 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, damage, mess
 
 def test_bad_labels_and_options_are_rejected(tmp_path, capsys):
     d = write_prepared(tmp_path / "d", "ctr", n_train=3, n_valid=2)
-    code, _, err = run(["features", str(d), "--quiet", "--task", "ctr", "--batch-size", "0"],
-                       capsys)
-    assert code == 2 and "--batch-size must be positive" in err
+    with pytest.raises(SystemExit) as stop:  # refused by the argument parser
+        main(["features", str(d), "--quiet", "--task", "ctr", "--batch-size", "0"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "--batch-size: must be a positive integer" in err
     recs = json.loads((d / "train.json").read_text())
     recs[2]["output"] = "yes please"
     (d / "train.json").write_text(json.dumps(recs))

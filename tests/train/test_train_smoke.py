@@ -114,8 +114,12 @@ def test_finetune_resume_evaluate(data, tmp_path, monkeypatch):
     assert ft.finetune(CTR_TRAIN, out, settings, valid_records=CTR_VALID,
                        progress=False)["history"] == m2["history"]
     assert (out / "adapter_model.safetensors").stat().st_mtime_ns == stamp
-    with pytest.raises(GoracsError, match="already exists"):
-        ft.finetune(CTR_TRAIN[:2], out, settings, progress=False)
+    # A different run into the same --out replaces the earlier adapter whole once it ends.
+    other = ft.finetune(CTR_TRAIN[:2], out, settings, progress=False)
+    assert other["data"]["train_samples"] == 2
+    assert json.loads((out / "training.json").read_text())["data"]["train_samples"] == 2
+    assert sorted(p.name for p in out.iterdir()) == sorted([*ft.ADAPTER_FILES, ft.MANIFEST])
+    assert not [p for p in tmp_path.iterdir() if ".goracs-" in p.name]
 
     # CTR evaluation with the adapter: outputs recompute to the reported metrics.
     ev = tmp_path / "ev-ctr"

@@ -42,7 +42,9 @@ def find_amazon_files(folder: str | Path) -> tuple[Path, Path]:
 def parse_record(line: str, path: Path, lineno: int) -> dict[str, Any]:
     """One line as a dict: strict JSON first (fast), then a Python literal (2014 metadata)."""
     try:
-        obj = json.loads(line)
+        obj = json.loads(line)  # per line, where a bracket scan would cost too much
+    except RecursionError:
+        raise GoracsError(f"{path}: line {lineno} is nested too deeply to read") from None
     except json.JSONDecodeError:
         try:
             obj = ast.literal_eval(line)

@@ -6,6 +6,7 @@ import argparse
 import math
 import time
 
+from goracs.checks import arg_seed
 from goracs.data.prepare import (
     DATASETS,
     DEFAULT_MAX_TRAIN,
@@ -23,6 +24,7 @@ from goracs.data.prepare import (
 from goracs.data.prompts import parse_domain
 from goracs.data.samples import SPLIT_KINDS
 from goracs.errors import GoracsError
+from goracs.outputs import OutputPlace
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +40,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--dataset", required=True, choices=DATASETS + ("json",))
-    p.add_argument("--task", choices=TASKS, help="seqrec or ctr (not for --dataset json)")
+    p.add_argument("--task", choices=TASKS,
+                   help="seqrec or ctr; with --dataset json optional: the task recorded in "
+                        "meta.json, which `goracs features` and `goracs select --data` read")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--path", metavar="PATH",
                    help="raw data instead of the packaged copy: a MovieLens folder (ratings.dat"
@@ -64,7 +68,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-train", type=_max_train, default=DEFAULT_MAX_TRAIN, metavar="N|all",
                    help="keep a seeded random subset of N training samples, in time order; "
                         f"0 or all keeps the whole pool (default {DEFAULT_MAX_TRAIN})")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=arg_seed(), default=0,
                    help="seeds the training subset, the negatives and the user-time "
                         "validation/test subsets")
     p.add_argument("--negatives", type=_positive_int, default=DEFAULT_NEGATIVES, metavar="K",
@@ -113,11 +117,14 @@ def _max_train(text: str) -> int | None:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    inputs = (args.path, args.reviews, args.meta, args.train, args.valid, args.test, args.items)
+    # the output folder first: no reading or rendering is thrown away at the end
+    OutputPlace(args.out, "prepare", inputs=inputs).check()
     if args.dataset == "json":
         prepared = _prepare_json(args)
     else:
         prepared = _prepare_source(args)
-    written = write_prepared(prepared, args.out)
+    written = write_prepared(prepared, args.out, inputs=inputs)
     _report(prepared)
     print(f"wrote {', '.join(p.name for p in written)} to {args.out} "
           f"in {time.perf_counter() - t0:.1f} s")
@@ -125,16 +132,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _prepare_json(args: argparse.Namespace) -> Prepared:
-    extra = [f"--{k.replace('_', '-')}" for k in ("task", "path", "reviews", "meta",
+    extra = [f"--{k.replace('_', '-')}" for k in ("path", "reviews", "meta",
                                                    "domain_word", "split", "valid_size",
                                                    "test_size", "like_threshold")
              if getattr(args, k) is not None]
     if extra:
-        raise GoracsError(f"--dataset json takes --train/--valid[/--test/--items]; "
+        raise GoracsError(f"--dataset json takes --train/--valid[/--test/--items/--task]; "
                           f"not {', '.join(extra)}")
     if args.train is None or args.valid is None:
         raise GoracsError("--dataset json needs --train FILE and --valid FILE")
-    return prepare_json(args.train, args.valid, args.test, args.items)
+    return prepare_json(args.train, args.valid, args.test, args.items, task=args.task)
 
 
 def _prepare_source(args: argparse.Namespace) -> Prepared:

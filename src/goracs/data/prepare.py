@@ -7,7 +7,6 @@ Everything is computed in memory first and written at the end, each file atomica
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -38,7 +37,8 @@ from goracs.data.samples import (
 )
 from goracs.data.table import Interactions
 from goracs.errors import GoracsError
-from goracs.io import atomic_write_json
+from goracs.io import atomic_write_json, loads_json_or_lines, read_json, read_text
+from goracs.outputs import OutputPlace
 
 DATASETS = ("ml-1m", "ml-100k", "ml-latest-small", "amazon", "book-crossing")
 TASKS = ("seqrec", "ctr")
@@ -271,31 +271,35 @@ def _split_windows(win: Windows, window_users: np.ndarray, split: str,
     return picks, int(pool.shape[0]), held_out
 
 
-def write_prepared(prepared: Prepared, out: str | Path) -> list[Path]:
-    """Write the prepared folder; files this run does not produce (a test split or catalogue
-    left from an earlier run into the same folder) are removed so the folder is coherent."""
-    d = Path(out)
-    if d.exists() and not d.is_dir():
-        raise GoracsError(f"--out {d} exists and is not a folder")
-    d.mkdir(parents=True, exist_ok=True)
-    written = []
-    # meta.json goes first out and last in: its presence marks a complete folder.
-    (d / "meta.json").unlink(missing_ok=True)
+def write_prepared(prepared: Prepared, out: str | Path,
+                   inputs: tuple[str | Path | None, ...] = ()) -> list[Path]:
+    """Write the prepared folder ``out`` whole (see :mod:`goracs.outputs`).
+
+    The files are written into a partial folder beside ``out``, ``meta.json`` last, and
+    swapped in: an earlier prepared folder there (its derived ``features/`` and selections
+    included) is replaced whole, so nothing of it stays beside the new splits; a folder
+    holding anything goracs did not write, or one of ``inputs``, is refused with one line.
+
+    Returns
+    -------
+    list of Path
+        The files written, as they lie in ``out``.
+    """
+    place = OutputPlace(out, "prepare", inputs=inputs).check()
+    part = place.begin()
+    names = []
     for name in SPLITS:
-        target = d / f"{name}.json"
         if name in prepared.splits:
-            atomic_write_json(target, prepared.splits[name])
-            written.append(target)
-        else:
-            target.unlink(missing_ok=True)
+            atomic_write_json(part / f"{name}.json", prepared.splits[name])
+            names.append(f"{name}.json")
     if prepared.items is not None:
-        atomic_write_json(d / "items.json", prepared.items)
-        written.append(d / "items.json")
-    else:
-        (d / "items.json").unlink(missing_ok=True)
-    atomic_write_json(d / "meta.json", prepared.meta)
-    written.append(d / "meta.json")
-    return written
+        atomic_write_json(part / "items.json", prepared.items)
+        names.append("items.json")
+    # meta.json goes last: its presence marks a complete folder.
+    atomic_write_json(part / "meta.json", prepared.meta)
+    names.append("meta.json")
+    place.commit()
+    return [Path(out) / n for n in names]
 
 
 # -- the user's own instruction data ----------------------------------------------------------
@@ -307,16 +311,7 @@ def load_records(path: str | Path) -> list[dict[str, Any]]:
     present, must be a list of strings.
     """
     p = Path(path)
-    if not p.is_file():
-        raise GoracsError(f"file not found: {p}")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise GoracsError(f"{p}: not UTF-8 text (byte {exc.start})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        data = _json_lines(text, p, exc)
+    data = loads_json_or_lines(read_text(p), str(p))
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):
@@ -336,41 +331,36 @@ def load_records(path: str | Path) -> list[dict[str, Any]]:
     return data
 
 
-def _json_lines(text: str, p: Path, first_error: json.JSONDecodeError) -> list[Any]:
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    out = []
-    for k, ln in enumerate(lines, start=1):
-        try:
-            out.append(json.loads(ln))
-        except json.JSONDecodeError:
-            if k == 1:
-                raise GoracsError(f"{p}: not JSON (line {first_error.lineno}: "
-                                  f"{first_error.msg})") from None
-            raise GoracsError(f"{p}: JSON lines file, line {k} is not valid JSON") from None
-    return out
-
-
 def prepare_json(train: str | Path, valid: str | Path, test: str | Path | None = None,
-                 items: str | Path | None = None) -> Prepared:
-    """Validate the user's own instruction files and pack them as a prepared folder."""
+                 items: str | Path | None = None, task: str | None = None) -> Prepared:
+    """Validate the user's own instruction files and pack them as a prepared folder.
+
+    ``task`` (``seqrec`` or ``ctr``), when given, is recorded in ``meta.json`` so that later
+    commands know it; CTR records must then answer ``Yes`` or ``No``.
+    """
+    if task is not None and task not in TASKS:
+        raise GoracsError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     splits = {"train": load_records(train), "valid": load_records(valid)}
     if test is not None:
         splits["test"] = load_records(test)
+    if task == "ctr":
+        for name, recs in splits.items():
+            for k, rec in enumerate(recs):
+                if rec["output"].strip() not in ("Yes", "No"):
+                    raise GoracsError(f"{name} record {k}: a ctr output must be Yes or No, "
+                                      f"got {rec['output']!r}")
     catalogue = None
     if items is not None:
         p = Path(items)
-        if not p.is_file():
-            raise GoracsError(f"file not found: {p}")
-        try:
-            catalogue = json.loads(p.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise GoracsError(f"{p}: not a JSON file") from None
+        catalogue = read_json(p, "the item catalogue")
         if not (isinstance(catalogue, list) and catalogue
                 and all(isinstance(x, str) for x in catalogue)):
             raise GoracsError(f"{p}: items must be a non-empty JSON list of titles")
     counts = {}
     for name, recs in splits.items():
         c: dict[str, Any] = {"samples": len(recs)}
+        if task == "ctr":
+            c["yes"] = sum(r["output"].strip() == "Yes" for r in recs)
         user_list = [str(r["user"]) for r in recs if "user" in r]
         if user_list:
             c["users"] = len(set(user_list))
@@ -382,7 +372,7 @@ def prepare_json(train: str | Path, valid: str | Path, test: str | Path | None =
         counts[name] = c
     meta = {
         "dataset": "json",
-        "task": None,
+        "task": task,
         "format": "alpaca",
         "counts": {"items": len(catalogue) if catalogue is not None else None,
                    "splits": counts},

@@ -3,7 +3,6 @@ interrupted evaluation picks up where it stopped."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from goracs.io import atomic_save_npy, atomic_write_json
+from goracs.io import atomic_save_npy, atomic_write_json, read_json
 
 
 def chunked(
@@ -63,8 +62,7 @@ def chunked(
                 if kind == "npy":
                     results.append(np.load(p, allow_pickle=False))
                 else:
-                    with open(p, encoding="utf-8") as f:
-                        results.append(json.load(f))
+                    results.append(read_json(p))
                 continue
             value = compute(s, stop)
             if kind == "npy":

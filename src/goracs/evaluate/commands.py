@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 
+from goracs.checks import arg_int, arg_seed
 from goracs.features.samples import check_task, read_task
+from goracs.outputs import OutputPlace
 from goracs.threads import add_threads_option, apply_threads
+
+
+def _local(spec: str | None) -> str | None:
+    """``spec`` when it names an existing file or folder (a model given by path), else None."""
+    return spec if spec is not None and os.path.exists(spec) else None
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -23,11 +31,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None,
                    help="base model: smollm2-135m-instruct (default), a folder or a hub id")
     p.add_argument("--adapter", help="peft adapter folder (from goracs finetune)")
-    p.add_argument("--max-test", type=int, help="score a seeded random subset of N test records")
-    p.add_argument("--seed", type=int, default=0, help="seed of the --max-test subset")
-    p.add_argument("--batch-size", type=int, default=8, help="prompts per forward/generate call")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="SeqRec generation length")
-    p.add_argument("--num-beams", type=int, default=1, help="SeqRec: 1 is greedy decoding")
+    p.add_argument("--max-test", type=arg_int(1),
+                   help="score a seeded random subset of N test records")
+    p.add_argument("--seed", type=arg_seed(), default=0, help="seed of the --max-test subset")
+    p.add_argument("--batch-size", type=arg_int(1), default=8,
+                   help="prompts per forward/generate call")
+    p.add_argument("--max-new-tokens", type=arg_int(1), default=32, help="SeqRec generation length")
+    p.add_argument("--num-beams", type=arg_int(1), default=1, help="SeqRec: 1 is greedy decoding")
     p.add_argument("--decoding", choices=["free", "catalogue"], default="free",
                    help="SeqRec: free generation grounded by L2 (BIGRec), or generation that "
                    "may only spell catalogue titles")
@@ -35,7 +45,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="SeqRec: generate and ground (BIGRec), or rank the sampled candidates "
                    "by the model's log-probability of each answer (no generation; no "
                    "full-catalogue protocol)")
-    p.add_argument("--embed-batch-size", type=int, default=32, help="titles per forward pass")
+    p.add_argument("--embed-batch-size", type=arg_int(1), default=32,
+                   help="titles per forward pass")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-shared-prefix", action="store_true",
@@ -51,6 +62,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from goracs.evaluate.run import EvalSettings, evaluate
 
+    # the output folder before any work: an evaluation is never thrown away at the end
+    OutputPlace(args.out, "evaluate", inputs=[args.data, args.adapter, _local(args.model)]
+                ).check()
     task = check_task(args.task, "--task") if args.task else read_task(args.data)
     settings = EvalSettings(max_test=args.max_test, seed=args.seed, batch_size=args.batch_size,
                             max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,

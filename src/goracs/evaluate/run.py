@@ -3,7 +3,8 @@
 Writes ``OUT/predictions.jsonl`` (one line per test sample, enough to recompute every metric
 with :mod:`goracs.evaluate.metrics`) and then ``OUT/metrics.json`` (the metrics with the model,
 adapter, data and settings), both atomically. Model passes run in chunks kept in
-``OUT/.work-KEY`` so an interrupted evaluation resumes; the folder goes once the outputs exist.
+``.OUT.goracs-partial/.work-KEY`` beside ``OUT`` so an interrupted evaluation resumes; the
+outputs are written there too and swapped in as ``OUT`` when complete (:mod:`goracs.outputs`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from goracs.evaluate.seqrec import (
 from goracs.features.cache import content_key, texts_digest
 from goracs.features.samples import ctr_labels, load_records, render_prompt
 from goracs.io import atomic_write_json, atomic_write_text, read_json
+from goracs.outputs import OutputPlace
 from goracs.paths import cache_root
 from goracs.train.model import load_lm, pick_device, torch_dtype
 
@@ -60,6 +62,8 @@ class EvalSettings:
     ranking: str = "grounding"
 
     def validate(self) -> EvalSettings:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise GoracsError(f"seed must be an integer >= 0, got {self.seed}")
         if self.max_test is not None and self.max_test < 1:
             raise GoracsError(f"max-test must be at least 1, got {self.max_test}")
         for name in ("batch_size", "max_new_tokens", "num_beams", "embed_batch_size"):
@@ -154,6 +158,8 @@ def evaluate(
     settings.validate()
     data_dir = Path(data_dir)
     out = Path(out)
+    # checked before any work; the outputs are written beside it and swapped in whole
+    place = OutputPlace(out, "evaluate", inputs=[data_dir, adapter]).check()
     test_path = data_dir / "test.json"
     records = load_records(test_path)
     idx = sample_test_indices(len(records), settings.max_test, settings.seed)
@@ -171,7 +177,13 @@ def evaluate(
     run_key = content_key({"task": task, "settings": asdict(settings),
                            "prompts": texts_digest(prompts), "model": identity["model_files"],
                            "adapter": identity["adapter_files"], "device": dev, "format": 1})
-    work = out / f".work-{run_key}"
+    # The model passes' chunks live in the partial folder, keyed by everything that shapes
+    # them: an interrupted evaluation resumes from them, another one starts afresh.
+    part = place.begin(keep={f".work-{run_key}"})
+    work = part / f".work-{run_key}"
+    legacy = out / f".work-{run_key}"  # where earlier versions kept them
+    if legacy.is_dir() and not work.exists():
+        os.rename(legacy, work)
     # Prompts of similar length share a batch (little padding); results return to file order.
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
     seconds: dict[str, float] = {"load_model": round(t_load, 3)}
@@ -221,9 +233,10 @@ def evaluate(
     doc["seconds"] = seconds
     doc = _jsonable(doc)
     text = "".join(json.dumps(_jsonable(x), ensure_ascii=False) + "\n" for x in lines)
-    atomic_write_text(out / "predictions.jsonl", text)
-    atomic_write_json(out / "metrics.json", doc)
+    atomic_write_text(part / "predictions.jsonl", text)
+    atomic_write_json(part / "metrics.json", doc)
     shutil.rmtree(work, ignore_errors=True)
+    place.commit()
     return doc
 
 

@@ -18,6 +18,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from goracs.errors import GoracsError
+from goracs.io import read_json
+
 CLAIMS_DIR = ".claims"
 #: An unreadable claim younger than this is a claim being written, not a stale one.
 FRESH_SECONDS = 30.0
@@ -49,8 +52,8 @@ def _alive(doc: dict) -> bool:
 
 def _read(path: Path) -> dict | None:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        doc = read_json(path)
+    except GoracsError:
         return None
     return doc if isinstance(doc, dict) else None
 

@@ -45,7 +45,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from goracs.errors import GoracsError
     from goracs.experiment.config import load_config
     from goracs.experiment.plan import parse_filters, selected
-    from goracs.experiment.runner import ExperimentRunner, default_out
+    from goracs.experiment.runner import ExperimentRunner, check_experiment_out, default_out
 
     cfg = load_config(args.config)
     if args.model:
@@ -69,6 +69,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if filters and not any(selected(r, filters) for g in runner.groups for r in g.runs):
         raise GoracsError(f"--only {' '.join(args.only)}: matches no run of {cfg.name} "
                           "(see --dry-run for the plan)")
+    if not args.dry_run:
+        check_experiment_out(out, "--out" if args.out else "output folder")
     if args.dry_run:
         print(f"experiment {cfg.name} ({cfg.source}) -> {out}")
         for line in runner.dry_run():

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from goracs.checks import seed as check_seed
 from goracs.data.prepare import DATASETS, DEFAULT_MAX_TRAIN, DEFAULT_NEGATIVES, TASKS
 from goracs.data.samples import SPLIT_KINDS
 from goracs.errors import GoracsError
@@ -25,6 +26,7 @@ from goracs.evaluate.metrics import KS
 from goracs.evaluate.run import EvalSettings
 from goracs.features.gradnorms import LOSSES
 from goracs.features.pipeline import EMBEDDINGS, FeatureSettings
+from goracs.io import loads_toml
 from goracs.models import PACKAGED_LLM
 from goracs.select import available_methods, get_selector
 from goracs.select.commands import TASK_LAMBDA
@@ -176,18 +178,8 @@ def resolve_config(name_or_path: str) -> tuple[str, str]:
 
 
 def _toml_loads(text: str, label: str) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            raise GoracsError("reading TOML configs needs Python 3.11+ or the tomli "
-                              "package") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise GoracsError(f"{label}: not valid TOML ({exc})") from None
+    """Parse a config's TOML with the depth limit every input gets (:mod:`goracs.io`)."""
+    return loads_toml(text, label)
 
 
 def load_config(name_or_path: str) -> ExperimentConfig:
@@ -500,6 +492,7 @@ def parse_config(doc: Mapping[str, Any], default_name: str) -> ExperimentConfig:
     plot_seed = plots.get("seed", 0)
     if not isinstance(plot_seed, int) or isinstance(plot_seed, bool):
         raise GoracsError(f"plots.seed: expected an integer, got {plot_seed!r}")
+    check_seed(plot_seed, "plots.seed")
     return ExperimentConfig(
         name=name, source="", description=description, model=model, device=device,
         datasets=tuple(datasets), sources=sources, tasks=tasks, methods=methods,
@@ -539,6 +532,7 @@ def _parse_task(task: str, doc: Mapping[str, Any], where: str, model: str, devic
                           f"got {prep.split!r}")
     for k in ("max_train", "valid_size", "test_size", "negatives"):
         _positive(getattr(prep, k), f"{where}.prepare.{k}", allow_none=k != "negatives")
+    check_seed(prep.seed, f"{where}.prepare.seed")
     if prep.max_train is not None:
         too_big = [b for b in budgets if b >= prep.max_train]
         if too_big:
@@ -554,6 +548,7 @@ def _parse_task(task: str, doc: Mapping[str, Any], where: str, model: str, devic
         feats = replace(feats, device=device)
     for k in ("encoder_batch_size", "batch_size", "lora_r", "lora_alpha"):
         _positive(getattr(feats, k), f"{where}.features.{k}")
+    check_seed(feats.seed, f"{where}.features.seed")
     _positive(feats.encoder_max_length, f"{where}.features.encoder_max_length", allow_none=True)
     if feats.max_length < 2:
         raise GoracsError(f"{where}.features.max_length: must be at least 2")

@@ -17,7 +17,6 @@ Layout under the experiment folder::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 from goracs.errors import GoracsError
 from goracs.experiment.config import FULL_DATA, ZERO_SHOT, ExperimentConfig
 from goracs.features.cache import content_key
+from goracs.io import read_json
 
 KEY_CHARS = 10
 STAGES = ("prepare", "features", "select", "finetune", "evaluate")
@@ -233,8 +233,8 @@ def features_done(data_dir: Path, features: Any) -> bool:
     if not p.is_file():
         return False
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        doc = read_json(p)
+    except GoracsError:
         return False
     return isinstance(doc, dict) and doc.get("settings") == features_doc(features)
 

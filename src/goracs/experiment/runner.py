@@ -15,6 +15,8 @@ first cover every method.
 
 from __future__ import annotations
 
+import fnmatch
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from goracs.data.prepare import TASKS
 from goracs.errors import GoracsError
 from goracs.experiment import stages
-from goracs.experiment.claims import Claimed, claim
+from goracs.experiment.claims import CLAIMS_DIR, Claimed, claim
 from goracs.experiment.config import ExperimentConfig
 from goracs.experiment.plan import (
     MARKERS,
@@ -38,6 +41,7 @@ from goracs.experiment.plan import (
     selected,
     unit_done,
 )
+from goracs.experiment.plots import PLOTS_DIR
 from goracs.experiment.report import Outcome, write_reports
 from goracs.io import atomic_write_text
 
@@ -63,6 +67,56 @@ def execution_order(runs: Sequence[Run]) -> list[Run]:
 
 def default_out(cfg: ExperimentConfig) -> Path:
     return Path("runs") / f"experiment-{cfg.name}"
+
+
+#: What an experiment writes at the top of its folder, besides one ``DATASET-TASK/`` folder
+#: per group.
+EXPERIMENT_ENTRIES = frozenset({"config.toml", "results.csv", "table.csv", "table.md",
+                                PLOTS_DIR, CLAIMS_DIR})
+
+
+def check_experiment_out(out: str | Path, flag: str = "--out") -> None:
+    """Refuse, with one line, a folder an experiment must not write into.
+
+    An experiment folder is a store of units keyed by content, which a rerun resumes (and a
+    changed config extends: other settings land in other keyed folders). So the folder must
+    be new, empty or an experiment's: its ``config.toml`` a config goracs can read, and every
+    other top-level entry one an experiment writes. It must not be a file, and it must be
+    creatable and writable.
+    """
+    from goracs.experiment.config import parse_config
+    from goracs.io import loads_toml, read_text
+    from goracs.outputs import check_place, is_leftover
+
+    p = Path(out)
+    label = f"{flag} {out}"
+
+    def fail(why: str) -> GoracsError:
+        return GoracsError(f"{label}: {why}")
+
+    check_place(p, fail, beside=False)
+    if not p.is_dir():
+        return
+    entries = sorted(os.listdir(p))
+    if not entries:
+        return
+    if "config.toml" not in entries:
+        raise fail(f"is not empty and is not an experiment folder (no config.toml; holds "
+                   f"{entries[0]}); choose a new or empty folder")
+    try:
+        parse_config(loads_toml(read_text(p / "config.toml"), str(p / "config.toml")), "x")
+    except GoracsError as exc:
+        raise fail(f"its config.toml is not an experiment config ({exc}); choose another "
+                   "folder") from None
+    groups = tuple(f"*-{t}" for t in TASKS)
+    for name in entries:
+        entry = p / name
+        if name in EXPERIMENT_ENTRIES or is_leftover(name) or (
+                entry.is_dir() and not entry.is_symlink()
+                and any(fnmatch.fnmatchcase(name, g) for g in groups)):
+            continue
+        raise fail(f"holds {name}, which an experiment does not write; remove it or choose "
+                   "another folder")
 
 
 @dataclass

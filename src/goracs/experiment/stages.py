@@ -22,7 +22,9 @@ from goracs.errors import GoracsError
 from goracs.experiment.config import DataSource, ExperimentConfig, TaskConfig
 from goracs.experiment.plan import MARKERS, RUN_RECORD, Run
 from goracs.features.cache import path_fingerprint
+from goracs.features.pipeline import features_match
 from goracs.io import atomic_write_json, load_array, read_json
+from goracs.outputs import OutputPlace
 from goracs.select import SelectionData, get_selector
 from goracs.select.commands import folder_inputs
 
@@ -118,6 +120,7 @@ def select(run: Run, params: Mapping[str, Any], data: SelectionData,
     if len(records) != data.n_train:
         raise GoracsError(f"{run.data_dir}/train.json does not match its features "
                           f"({data.n_train} rows)")
+    features_match(run.data_dir, run.task, require_digests=False)
     t0 = time.perf_counter()
     selector.fit(data)
     manifest = selector.result().to_json()
@@ -129,9 +132,12 @@ def select(run: Run, params: Mapping[str, Any], data: SelectionData,
         inputs={k: str(p) for k, p in arrays.items()},
         scores={k: str(p) for k, p in scores.items() if k in data.scores},
         data=str(run.data_dir), task=run.task, coreset="coreset.json")
-    atomic_write_json(run.select_dir / "coreset.json",
-                      [records[i] for i in manifest["indices"]])
-    atomic_write_json(run.select_dir / MARKERS["select"], manifest)
+    # all or nothing: written beside the folder, the manifest last, and swapped in
+    place = OutputPlace(run.select_dir, "select", flag="").check()
+    part = place.begin()
+    atomic_write_json(part / "coreset.json", [records[i] for i in manifest["indices"]])
+    atomic_write_json(part / MARKERS["select"], manifest)
+    place.commit()
     return time.perf_counter() - t0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from goracs.checks import arg_int, arg_seed
 from goracs.errors import GoracsError
 from goracs.models import PACKAGED_ENCODER, PACKAGED_LLM
 from goracs.threads import add_threads_option, apply_threads
@@ -26,8 +27,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--encoder", default=PACKAGED_ENCODER,
                    help=f"sentence-transformers folder or hub id (default: the packaged "
                         f"{PACKAGED_ENCODER})")
-    g.add_argument("--encoder-batch-size", type=int, default=64, metavar="N")
-    g.add_argument("--encoder-max-length", type=int, default=None, metavar="N",
+    g.add_argument("--encoder-batch-size", type=arg_int(1), default=64, metavar="N")
+    g.add_argument("--encoder-max-length", type=arg_int(1), default=None, metavar="N",
                    help="word pieces kept per text (default: the encoder's own limit)")
     g.add_argument("--encoder-dtype", choices=["fp32", "bf16"], default="fp32",
                    help="encoder precision (bf16: about twice as fast, distances within ~1%%)")
@@ -48,20 +49,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="tokens the loss of the gradient norms covers: the answer alone "
                         "(default for ctr, as CTR is fine-tuned) or the whole text (default "
                         "for seqrec)")
-    g.add_argument("--lora-r", type=int, default=8, metavar="R")
-    g.add_argument("--lora-alpha", type=int, default=16, metavar="A")
+    g.add_argument("--lora-r", type=arg_int(1), default=8, metavar="R")
+    g.add_argument("--lora-alpha", type=arg_int(1), default=16, metavar="A")
     g.add_argument("--lora-targets", default="q_proj,v_proj", metavar="NAMES",
                    help="comma-separated module names that get LoRA (default: q_proj,v_proj)")
     g.add_argument("--block", default=None, metavar="NAME",
                    help="parameter whose gradient is measured, a full name or unique dotted "
                         "suffix (default: LoRA B of v_proj in the last decoder layer)")
-    g.add_argument("--batch-size", type=int, default=8, metavar="N")
-    g.add_argument("--max-length", type=int, default=512, metavar="N",
+    g.add_argument("--batch-size", type=arg_int(1), default=8, metavar="N")
+    g.add_argument("--max-length", type=arg_int(2), default=512, metavar="N",
                    help="tokens kept per sample (default: 512)")
     g.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
                    help="model precision (bf16: about twice as fast here, norms within a few "
                         "%% of fp32)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the LoRA initialisation")
+    g.add_argument("--seed", type=arg_seed(), default=0, help="seed of the LoRA initialisation")
     g.add_argument("--no-sort", action="store_true",
                    help="batch samples in file order instead of by length")
     g.add_argument("--no-share-prefix", action="store_true",

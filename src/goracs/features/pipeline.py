@@ -16,8 +16,11 @@ task), and writes into ``DIR/features/``:
 * ``train_labels.npy``, ``valid_labels.npy``: int64 Yes(1)/No(0) labels, CTR only;
 * ``features.json``: settings, model paths, sizes and seconds per stage, written last.
 
-Expensive results are cached under ``DIR/features/cache/`` by content, so a rerun or a
-resumed run only computes what is missing.
+Expensive results are cached under ``cache/`` by content, so a rerun or a resumed run only
+computes what is missing. The run works in ``DIR/.features.goracs-partial/`` and swaps it in
+as ``DIR/features/`` when complete (:mod:`goracs.outputs`); ``features.json`` records the
+digests of the records and settings the features come from (``digests``), and a rerun that
+finds them unchanged does nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from goracs.checks import seed
 from goracs.errors import GoracsError
+from goracs.features.cache import content_key, path_fingerprint
 from goracs.features.embeddings import embed_texts
 from goracs.features.gradnorms import LOSSES, GradNormScorer, LoraSettings, load_scoring_model
 from goracs.features.samples import (
@@ -43,8 +48,9 @@ from goracs.features.samples import (
     render_prompt,
     training_texts,
 )
-from goracs.io import atomic_save_npy, atomic_write_json
+from goracs.io import atomic_save_npy, atomic_write_json, read_json
 from goracs.models import PACKAGED_ENCODER, PACKAGED_LLM, resolve_encoder
+from goracs.outputs import OutputPlace
 
 FEATURES_DIR = "features"
 
@@ -103,6 +109,9 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
     d = Path(data_dir)
     if not d.is_dir():
         raise GoracsError(f"data folder not found: {d}")
+    out = d / FEATURES_DIR
+    place = OutputPlace(out, "features", flag="").check()
+    seed(s.seed, "seed")
     task = check_task(s.task, "--task") if s.task is not None else read_task(d)
     grad_loss = resolve_grad_loss(s, task)
     if s.embedding not in EMBEDDINGS:
@@ -115,8 +124,20 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
     if task == "ctr":
         labels = {"train": ctr_labels(train, str(d / "train.json")),
                   "valid": ctr_labels(valid, str(d / "valid.json"))}
-    out = d / FEATURES_DIR
-    cache = out / "cache"
+    digests = {"train": path_fingerprint(d / "train.json"),
+               "valid": path_fingerprint(d / "valid.json"),
+               "settings": content_key(_settings_doc(s))}
+    current = _up_to_date(out, task, digests)
+    if current is not None:
+        say(f"{out}: already holds these features (same records, task and settings)")
+        return current
+    # Outputs and the content-keyed cache go into a partial folder beside features/ and are
+    # swapped in whole at the end; the cache of an earlier run moves along (it is keyed by
+    # content, so it is never stale), and an interrupted run resumes from it.
+    part = place.begin(keep={"cache"})
+    cache = part / "cache"
+    if not cache.exists() and (out / "cache").is_dir():
+        os.rename(out / "cache", cache)
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()
 
@@ -172,33 +193,22 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
 
     files = {"train_emb": "train_emb.npy", "valid_emb": "valid_emb.npy",
              "grad_norms": "grad_norms.npy"}
-    atomic_save_npy(out / files["train_emb"], embs["train"])
-    atomic_save_npy(out / files["valid_emb"], embs["valid"])
-    atomic_save_npy(out / files["grad_norms"], norms)
-    for split in ("train", "valid"):
-        name = f"llm_{split}_emb"
-        if use_llm:
+    atomic_save_npy(part / files["train_emb"], embs["train"])
+    atomic_save_npy(part / files["valid_emb"], embs["valid"])
+    atomic_save_npy(part / files["grad_norms"], norms)
+    if use_llm:
+        for split in ("train", "valid"):
+            name = f"llm_{split}_emb"
             files[name] = f"{name}.npy"
-            atomic_save_npy(out / files[name], llm[split])
-        else:
-            # LLM embeddings left by an earlier run would no longer match these features.
-            (out / f"{name}.npy").unlink(missing_ok=True)
+            atomic_save_npy(part / files[name], llm[split])
     scores = {"el2n": result.el2n, "influence": result.influence}
     for name, arr in scores.items():
         if arr is not None:
             files[name] = f"{name}.npy"
-            atomic_save_npy(out / files[name], arr)
-        else:
-            # Scores left by an earlier run would no longer match these samples' features,
-            # and `goracs select --data` picks up whatever is there.
-            (out / f"{name}.npy").unlink(missing_ok=True)
+            atomic_save_npy(part / files[name], arr)
     for split, arr in labels.items():
         files[f"{split}_labels"] = f"{split}_labels.npy"
-        atomic_save_npy(out / files[f"{split}_labels"], arr)
-    if not labels:
-        # Labels left by an earlier CTR run of this folder would no longer match.
-        for split in ("train", "valid"):
-            (out / f"{split}_labels.npy").unlink(missing_ok=True)
+        atomic_save_npy(part / files[f"{split}_labels"], arr)
     seconds["total"] = time.perf_counter() - t_all
 
     lengths = np.array([len(x) for x in ids])
@@ -207,6 +217,9 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
         "n_train": len(train),
         "n_valid": len(valid),
         "files": files,
+        # what the features were derived from: `goracs select --data` refuses them once the
+        # records (or the task) no longer match
+        "digests": digests,
         "encoder": ({"name": s.encoder, "path": encoder_path,
                      "dim": int(embs["train"].shape[1]), "batch_size": s.encoder_batch_size,
                      "max_length": s.encoder_max_length, "dtype": s.encoder_dtype,
@@ -261,8 +274,62 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
     if labels:
         manifest["labels"] = {split: {"positive": int(a.sum()), "negative": int(len(a) - a.sum())}
                               for split, a in labels.items()}
-    atomic_write_json(out / "features.json", manifest)
+    atomic_write_json(part / "features.json", manifest)
+    place.commit()
     return manifest
+
+
+def _settings_doc(s: FeatureSettings) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items()}
+
+
+def _up_to_date(out: Path, task: str, digests: dict[str, str]) -> dict[str, Any] | None:
+    """The manifest of ``out`` when it holds features of these records, task and settings
+    with every file present; None otherwise (they are then recomputed)."""
+    p = out / "features.json"
+    if not p.is_file():
+        return None
+    try:
+        doc = read_json(p)
+    except GoracsError:
+        return None
+    if not (isinstance(doc, dict) and doc.get("task") == task
+            and doc.get("digests") == digests and isinstance(doc.get("files"), dict)):
+        return None
+    if not all(isinstance(f, str) and (out / f).is_file() for f in doc["files"].values()):
+        return None
+    return doc
+
+
+def features_match(data_dir: str | os.PathLike, task: str,
+                   require_digests: bool = True) -> dict[str, Any]:
+    """The manifest of ``DIR/features`` after checking the features were computed for this
+    task from the folder's current ``train.json`` and ``valid.json``; one line otherwise.
+
+    Features from before digests were recorded are refused too (nothing says what they were
+    computed from) unless ``require_digests`` is False (an experiment's folders, keyed by
+    their settings, from before digests existed).
+    """
+    d = Path(data_dir)
+    p = d / FEATURES_DIR / "features.json"
+    doc = read_json(p, f"run `goracs features {d}`")
+    if not isinstance(doc, dict):
+        raise GoracsError(f"{p}: not a features manifest")
+    rerun = f"rerun `goracs features {d}`"
+    if doc.get("task") != task:
+        raise GoracsError(f"{d}: its features were computed for the {doc.get('task')} task, "
+                          f"not {task}; {rerun}")
+    digests = doc.get("digests")
+    if not isinstance(digests, dict):
+        if not require_digests:
+            return doc
+        raise GoracsError(f"{p}: records no digest of the samples it was computed from; "
+                          f"{rerun}")
+    for split in ("train", "valid"):
+        if digests.get(split) != path_fingerprint(d / f"{split}.json"):
+            raise GoracsError(f"{d}/{split}.json changed since its features were computed; "
+                              f"{rerun}")
+    return doc
 
 
 def _response_starts(scorer: GradNormScorer, records: list[dict[str, Any]], ids: list[np.ndarray],

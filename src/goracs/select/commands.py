@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from goracs.checks import (
+    arg_count_or_none,
+    arg_float,
+    arg_int,
+    arg_seed,
+    check_json_depth,
+    real_array,
+)
 from goracs.errors import GoracsError
-from goracs.features.samples import load_records, read_task
-from goracs.io import atomic_write_json, load_array
+from goracs.features.cache import path_fingerprint
+from goracs.features.samples import check_task, load_records, read_task
+from goracs.io import atomic_write_json, load_array, loads_json, read_json
+from goracs.outputs import OutputPlace
 from goracs.select import GORACS, SelectionData, available_methods, get_selector
 
 # CLI flag -> constructor argument, passed when the chosen method's constructor takes it.
@@ -22,6 +31,7 @@ _METHOD_FLAGS = {
     "max_iters": "max_iters",
     "candidates": "candidates",
     "init_stop": "init_stop",
+    "saturation": "saturation",
     "swaps_per_round": "swaps_per_round",
     "tol": "tol",
     "medoid_rounds": "medoid_rounds",
@@ -41,6 +51,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", help="a prepared folder (goracs prepare) whose features/ were "
                    "computed (goracs features); writes the coreset's records too")
+    p.add_argument("--task", choices=["seqrec", "ctr"],
+                   help="with --data: the task, for a folder whose meta.json names none "
+                        "(goracs prepare --dataset json without --task); must match the "
+                        "features'")
     p.add_argument("--embedding", choices=["default", "llm"], default="default",
                    help="with --data: select on features/train_emb.npy (default) or on the "
                         "scoring LLM's llm_train_emb.npy/llm_valid_emb.npy (goracs features "
@@ -52,39 +66,34 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--valid-labels", help="(V,) integer class labels")
     p.add_argument("--score", action="append", default=[], metavar="NAME=FILE",
                    help="an extra per-sample score for importance baselines (repeatable)")
-    p.add_argument("--budget", type=int, required=True, help="coreset size n")
+    p.add_argument("--budget", type=arg_int(1), required=True, help="coreset size n")
     p.add_argument("--method", default="goracs", help="selection method (see `goracs methods`)")
-    p.add_argument("--lam", type=float, default=None,
+    p.add_argument("--lam", type=arg_float(minimum=0), default=None,
                    help="lambda, weight of gradient norms (default 0.5; with --data: 0.1 for "
                    "seqrec, 0.5 for ctr, the reference's values)")
-    p.add_argument("--max-iters", type=_iters, default=100,
+    p.add_argument("--max-iters", type=arg_count_or_none(0), default=100,
                    help="accepted swaps at most; 'none' runs until no candidate improves")
-    p.add_argument("--candidates", type=int, default=30, help="c, swap candidates per side")
+    p.add_argument("--candidates", type=arg_int(1), default=30, help="c, swap candidates per side")
     p.add_argument("--init-stop", default="exact", choices=["exact", "assigned"],
                    help="greedy stopping rule: at n picks, or the reference's rule")
-    p.add_argument("--swaps-per-round", type=_iters, default=None,
+    p.add_argument("--saturation", default="capacity", choices=["capacity", "index"],
+                   help="once every relaxed gain is zero, pick the rest by fill cost on the "
+                   "capacitated transport, or by index (the plain greedy)")
+    p.add_argument("--swaps-per-round", type=arg_count_or_none(1), default=None,
                    help="accepted swaps per marginal-impact computation (1: reference loop)")
-    p.add_argument("--medoid-rounds", type=int, default=20,
+    p.add_argument("--medoid-rounds", type=arg_int(0), default=20,
                    help="rounds of medoid moves before exchange refinement (0: reference ITRA)")
-    p.add_argument("--patience", type=_iters, default=30,
+    p.add_argument("--patience", type=arg_count_or_none(1), default=30,
                    help="failed swap evaluations in a row that end refinement ('none': no "
                    "limit)")
-    p.add_argument("--tol", type=float, default=1e-4,
+    p.add_argument("--tol", type=arg_float(minimum=0), default=1e-4,
                    help="end refinement when a round lowers POO by less than this share")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="any other constructor argument of the method (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=arg_seed(), default=0,
+                   help="seed of the seeded methods (an integer >= 0)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_select)
-
-
-def _iters(text: str) -> int | None:
-    if text.lower() in ("none", "all", "inf"):
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from None
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -103,10 +112,14 @@ def _parse_kv(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
-def _literal(text: str) -> Any:
+def _literal(text: str, key: str = "") -> Any:
+    """A ``--param`` value as JSON (numbers, booleans, lists), else the text itself; JSON
+    nested too deeply is refused with one line."""
+    source = f"--param {key}".rstrip()
+    check_json_depth(text, source)
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return loads_json(text, source)
+    except GoracsError:  # not JSON: the text itself
         return text
 
 
@@ -123,7 +136,7 @@ def build_selector(args: argparse.Namespace) -> Any:
     for k, v in _parse_kv(args.param, "--param").items():
         if k not in accepted:
             raise GoracsError(f"method {args.method!r} has no parameter {k!r}")
-        kwargs[k] = _literal(v)
+        kwargs[k] = _literal(v, k)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -143,16 +156,33 @@ def load_selection_data(args: argparse.Namespace) -> SelectionData:
         valid_labels=opt(args.valid_labels),
         scores=scores,
     )
+    check_selection_arrays(data)
+    return data
+
+
+#: Largest embedding value accepted: the cost matrix is a float32 product of embeddings, which
+#: must not overflow.
+MAX_EMBEDDING = 1e15
+
+
+def check_selection_arrays(data: SelectionData) -> None:
+    """Check every array's rank and real dtype after the cast selection applies (float32
+    embeddings, float64 gradient norms and scores, int64 labels), one line per fault; the
+    labels are replaced by their int64 cast."""
+    for name in ("train_emb", "valid_emb"):
+        arr = getattr(data, name)
+        if arr is not None:
+            real_array(arr, f"--{name.replace('_', '-')}", ndim=2, dtype=np.float32,
+                       max_abs=MAX_EMBEDDING)
+    if data.grad_norms is not None:
+        real_array(data.grad_norms, "--grad-norms", ndim=1, non_negative=True)
     for name in ("train_labels", "valid_labels"):
         arr = getattr(data, name)
         if arr is not None:
-            if np.issubdtype(arr.dtype, np.floating):
-                if not np.isfinite(arr).all() or not np.all(arr == np.round(arr)):
-                    raise GoracsError(f"{name.replace('_', '-')} must hold integer labels")
-                setattr(data, name, arr.astype(np.int64))
-            elif not np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_:
-                raise GoracsError(f"{name.replace('_', '-')} must hold integer labels")
-    return data
+            setattr(data, name, real_array(arr, f"--{name.replace('_', '-')}", ndim=1,
+                                           dtype=np.int64))
+    for key, arr in data.scores.items():
+        real_array(arr, f"--score {key}", ndim=1)
 
 
 # The reference's lambda per task (method.md section 4).
@@ -172,15 +202,33 @@ def folder_inputs(data_dir: str | Path) -> tuple[dict[str, Path], dict[str, Path
     return arrays, scores
 
 
+def _folder_task(data_dir: Path, given: str | None) -> str:
+    """The task of a prepared folder: the one its ``meta.json`` names, or ``--task`` where it
+    names none (a ``--dataset json`` folder); the two must agree when both are there."""
+    if given is None:
+        return read_task(data_dir)
+    task = check_task(given, "--task")
+    if (data_dir / "meta.json").is_file():
+        meta = read_json(data_dir / "meta.json")
+        named = meta.get("task") if isinstance(meta, dict) else None
+        if named is not None and named != task:
+            raise GoracsError(f"--task {task}: {data_dir}/meta.json names the {named} task")
+    return task
+
+
 def _use_prepared_folder(args: argparse.Namespace) -> tuple[Path, str]:
     """Point the array flags at DIR/features/*.npy, and add DIR/features/el2n.npy and
     influence.npy (when there) as scores unless ``--score`` names them already; returns the
     folder and its task."""
+    from goracs.features.pipeline import features_match
+
     data_dir = Path(args.data)
-    task = read_task(data_dir)
+    task = _folder_task(data_dir, args.task)
     feats = data_dir / "features"
     if not (feats / "features.json").is_file():
         raise GoracsError(f"{data_dir}: no computed features (run `goracs features {data_dir}`)")
+    # the features must come from this folder's records, for this task (not just as many rows)
+    features_match(data_dir, task)
     given = [f for f in _ARRAY_FLAGS if getattr(args, f) is not None]
     if given:
         raise GoracsError(f"--data takes its arrays from {feats}; drop --"
@@ -203,10 +251,16 @@ def _use_prepared_folder(args: argparse.Namespace) -> tuple[Path, str]:
 def cmd_select(args: argparse.Namespace) -> int:
     if args.budget <= 0:
         raise GoracsError(f"budget must be a positive integer, got {args.budget}")
+    # the output folder before any work: a selection is never thrown away at the end
+    named_inputs = [args.data, *(getattr(args, f) for f in _ARRAY_FLAGS),
+                    *_parse_kv(args.score, "--score").values()]
+    place = OutputPlace(args.out, "select", inputs=named_inputs).check()
     data_dir = task = None
     if args.embedding != "default" and args.data is None:
         raise GoracsError("--embedding llm goes with --data (give --train-emb/--valid-emb "
                           "otherwise)")
+    if args.task is not None and args.data is None:
+        raise GoracsError("--task goes with --data")
     if args.data is not None:
         data_dir, task = _use_prepared_folder(args)
     if args.lam is None and issubclass(get_selector(args.method), GORACS):
@@ -223,15 +277,21 @@ def cmd_select(args: argparse.Namespace) -> int:
         if len(records) != data.n_train:
             raise GoracsError(f"{data_dir}/train.json does not match its features "
                               f"({data.n_train} rows); rerun `goracs features`")
-        extra.update(data=str(data_dir), task=task, coreset="coreset.json")
-    # the coreset first, the manifest last: a folder with selection.json is complete
-    out = Path(args.out)
-    selector.fit(data)
+        extra.update(data=str(data_dir), task=task, coreset="coreset.json",
+                     train_digest=path_fingerprint(data_dir / "train.json"))
+    try:
+        selector.fit(data)
+    except (TypeError, ValueError) as exc:  # a method parameter its algorithm cannot use
+        raise GoracsError(f"{args.method}: {exc}") from None
     manifest = selector.result().to_json()
     manifest.update(extra)
+    # written beside the output folder, the manifest last, then swapped in whole: an earlier
+    # selection there goes with every file of it (no stale coreset.json stays)
+    part = place.begin()
     if records is not None:
-        atomic_write_json(out / "coreset.json", [records[i] for i in manifest["indices"]])
-    atomic_write_json(out / "selection.json", manifest)
+        atomic_write_json(part / "coreset.json", [records[i] for i in manifest["indices"]])
+    atomic_write_json(part / "selection.json", manifest)
+    place.commit()
     poo = manifest.get("poo")
     poo_txt = "" if poo is None else f", POO {poo:.5f}"
     print(f"selected {manifest['budget']} of {data.n_train} with {manifest['method']}{poo_txt} "

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from goracs.checks import arg_float, arg_int, arg_seed
 from goracs.features.samples import load_records
+from goracs.outputs import OutputPlace
 from goracs.threads import add_threads_option, apply_threads
 from goracs.train.settings import PRESETS, preset
 
@@ -17,11 +20,9 @@ def _modules(text: str) -> tuple[str, ...]:
     return mods
 
 
-def _patience(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+def _local(spec: str | None) -> str | None:
+    """``spec`` when it names an existing file or folder (a model given by path), else None."""
+    return spec if spec is not None and os.path.exists(spec) else None
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -39,24 +40,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="base model: smollm2-135m-instruct (default), a folder or a hub id")
     p.add_argument("--preset", default="cpu-small", choices=sorted(PRESETS),
                    help="starting settings; the flags below override them")
-    p.add_argument("--lora-r", type=int)
-    p.add_argument("--lora-alpha", type=int)
-    p.add_argument("--lora-dropout", type=float)
+    p.add_argument("--lora-r", type=arg_int(1))
+    p.add_argument("--lora-alpha", type=arg_int(1))
+    p.add_argument("--lora-dropout", type=arg_float(minimum=0))
     p.add_argument("--target-modules", type=_modules, help="comma-separated, e.g. q_proj,v_proj")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="samples per optimizer step")
-    p.add_argument("--micro-batch-size", type=int, help="samples per forward pass")
-    p.add_argument("--cutoff-len", type=int, help="tokens kept per sample")
-    p.add_argument("--warmup-steps", type=int)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--max-grad-norm", type=float)
+    p.add_argument("--lr", type=arg_float(positive=True))
+    p.add_argument("--epochs", type=arg_int(1))
+    p.add_argument("--batch-size", type=arg_int(1), help="samples per optimizer step")
+    p.add_argument("--micro-batch-size", type=arg_int(1), help="samples per forward pass")
+    p.add_argument("--cutoff-len", type=arg_int(2), help="tokens kept per sample")
+    p.add_argument("--warmup-steps", type=arg_int(0))
+    p.add_argument("--weight-decay", type=arg_float(minimum=0))
+    p.add_argument("--max-grad-norm", type=arg_float(positive=True))
     p.add_argument("--loss", choices=["response", "full"],
                    help="loss on the answer tokens only, or on the whole text")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--early-stopping", type=_patience, metavar="N",
+    p.add_argument("--seed", type=arg_seed())
+    p.add_argument("--early-stopping", type=arg_int(1), metavar="N",
                    help="stop after N epochs without a lower validation loss")
-    p.add_argument("--max-valid", type=int, help="validation samples scored per epoch")
+    p.add_argument("--max-valid", type=arg_int(1), help="validation samples scored per epoch")
     p.add_argument("--dtype", choices=["fp32", "bf16"])
     p.add_argument("--warm-start", metavar="ADAPTER", help="peft adapter to continue from")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -77,6 +78,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         seed=args.seed, early_stopping=args.early_stopping, max_valid=args.max_valid,
         dtype=args.dtype,
     ).validate()
+    # the adapter folder before any work: a training run is never thrown away at the end
+    OutputPlace(args.out, "finetune", inputs=[args.data, args.valid, args.warm_start,
+                                              _local(args.model)]).check()
     apply_threads(args.threads)
     train = load_records(args.data)
     valid = load_records(args.valid) if args.valid else None

@@ -71,6 +71,8 @@ class TrainSettings:
                                                    and self.max_grad_norm > 0):
             raise GoracsError(f"max-grad-norm must be a positive finite number, got "
                               f"{self.max_grad_norm}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise GoracsError(f"seed must be an integer >= 0, got {self.seed}")
         if self.loss not in LOSSES:
             raise GoracsError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.early_stopping is not None and self.early_stopping < 1:

@@ -6,13 +6,15 @@ depend on how the batch is split), AdamW, a linear warm-up/decay schedule. After
 the adapter, the optimizer state, the step count and the random state are written to
 ``.OUT.checkpoints/epoch-NNNN`` beside ``OUT``; a rerun with the same ``OUT`` and the same
 settings continues after the last complete epoch and ends with the same weights as an
-uninterrupted run. The final adapter (the epoch with the lowest validation loss, or the last
-epoch without validation data) is assembled in a temporary folder and renamed to ``OUT``.
+uninterrupted run; checkpoints of a different run are refused, never overwritten. The final
+adapter (the epoch with the lowest validation loss, or the last epoch without validation data)
+is assembled beside ``OUT`` and swapped in whole (:mod:`goracs.outputs`): an earlier finished
+run there is reused when it is this run (same settings, data, model and warm start) and
+replaced otherwise; a folder holding anything else is refused before any work.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -28,7 +30,8 @@ import numpy as np
 from goracs.errors import GoracsError
 from goracs.features.cache import content_key, path_fingerprint, texts_digest
 from goracs.features.samples import render_prompt, tokenize_texts
-from goracs.io import atomic_write_json
+from goracs.io import atomic_write_json, read_json
+from goracs.outputs import OutputPlace
 from goracs.train.model import (
     check_adapter_dir,
     decoder_and_head,
@@ -204,8 +207,26 @@ def _load_checkpoint(path: Path, model: Any, optimizer: Any, device: str) -> dic
     torch.set_rng_state(extra["rng"]["cpu"])
     if "cuda" in extra["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(extra["rng"]["cuda"])
-    with open(path / "state.json", encoding="utf-8") as f:
-        return json.load(f)
+    state = read_json(path / "state.json")
+    if not isinstance(state, dict):
+        raise GoracsError(f"{path / 'state.json'}: not a checkpoint state")
+    return state
+
+
+def _checkpoint_key(ckdir: Path) -> str | None:
+    """The run key a checkpoint folder was written for (None when unreadable)."""
+    try:
+        doc = read_json(ckdir / "run.json")
+    except GoracsError:
+        return None
+    return doc.get("run_key") if isinstance(doc, dict) else None
+
+
+def _same_model(model_files: Any, model: str | None) -> bool:
+    """Whether ``model_files`` (a manifest's fingerprint) is that of the model ``model``."""
+    from goracs.models import resolve_llm
+
+    return model_files == path_fingerprint(resolve_llm(model))
 
 
 def _versions() -> dict[str, str]:
@@ -283,17 +304,24 @@ def finetune(
         if valid_used else None
     train_digest = texts_digest(train_texts)
 
-    if out.exists():
-        manifest_path = out / MANIFEST
-        if manifest_path.is_file():
-            with open(manifest_path, encoding="utf-8") as f:
-                done = json.load(f)
-            if done.get("settings") == settings.to_dict() and \
-                    done.get("data", {}).get("train_digest") == train_digest:
-                print(f"{out} already holds this finished run; nothing to do", file=sys.stderr)
-                return done
-        raise GoracsError(f"{out} already exists and holds a different run; remove it or "
-                          "choose another --out")
+    ckdir = out.parent / f".{out.name}.checkpoints"
+    # An earlier finished run of goracs finetune there is reused when it is this run, and
+    # otherwise replaced whole once this one finishes; anything else is refused before any
+    # work (goracs.outputs).
+    place = OutputPlace(out, "finetune", inputs=[warm_start]).check()
+    if place.replaces:
+        done = read_json(out / MANIFEST)
+        if (done.get("settings") == settings.to_dict()
+                and done.get("data", {}).get("train_digest") == train_digest
+                and done.get("data", {}).get("valid_digest") == valid_digest
+                and done.get("warm_start_files") == warm
+                and _same_model(done.get("model_files"), model)):
+            # a run killed after the swap leaves its checkpoints: they are done with (those
+            # of any other run stay)
+            if done.get("run_key") is not None and _checkpoint_key(ckdir) == done["run_key"]:
+                shutil.rmtree(ckdir, ignore_errors=True)
+            print(f"{out} already holds this finished run; nothing to do", file=sys.stderr)
+            return done
 
     t_start = time.perf_counter()
     torch.manual_seed(settings.seed)
@@ -334,21 +362,17 @@ def finetune(
     total_steps = steps_per_epoch * settings.epochs
 
     run_key = _run_key(settings, identity, warm, train_digest, valid_digest, dev)
-    ckdir = out.parent / f".{out.name}.checkpoints"
     history: list[dict[str, Any]] = []
     start_epoch, step = 0, 0
     best_epoch, best_valid = None, math.inf
     resumed_from = None
     seconds_before = 0.0
+    if ckdir.is_dir() and _checkpoint_key(ckdir) != run_key:
+        # The resumable state of an unfinished run is no earlier output: it is kept for that
+        # run's own rerun, never replaced by another run's.
+        raise GoracsError(f"{ckdir} holds checkpoints of a different run (other data, model "
+                          "or settings); rerun that one to finish it, or remove the folder")
     if ckdir.is_dir():
-        run_file = ckdir / "run.json"
-        prior = None
-        if run_file.is_file():
-            with open(run_file, encoding="utf-8") as f:
-                prior = json.load(f).get("run_key")
-        if prior != run_key:
-            raise GoracsError(f"{ckdir} holds checkpoints of a different run (other data or "
-                              "settings); remove it or choose another --out")
         cks = _checkpoints(ckdir)
         if cks:
             state = _load_checkpoint(cks[-1], lm, optimizer, dev)
@@ -438,6 +462,7 @@ def finetune(
     train_seconds = seconds_before + time.perf_counter() - t_run
     manifest = {
         "kind": "goracs finetune",
+        "run_key": run_key,
         "settings": settings.to_dict(),
         "model": identity["model"],
         "model_files": identity["model_files"],
@@ -461,19 +486,16 @@ def finetune(
                     "this_call": round(time.perf_counter() - t_start, 3)},
         "versions": _versions(),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        for name in ADAPTER_FILES:
-            shutil.copyfile(final_src / name, tmp / name)
-            # safetensors writes its files private; the adapter is meant to be shared.
-            os.chmod(tmp / name, 0o644 & ~_umask())
-        atomic_write_json(tmp / MANIFEST, manifest)
-        os.chmod(tmp, 0o755)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # The adapter is assembled beside --out and swapped in whole (an earlier run's adapter
+    # there goes with all its files); the checkpoints go once it is in place.
+    tmp = place.begin()
+    for name in ADAPTER_FILES:
+        shutil.copyfile(final_src / name, tmp / name)
+        # safetensors writes its files private; the adapter is meant to be shared.
+        os.chmod(tmp / name, 0o644 & ~_umask())
+    atomic_write_json(tmp / MANIFEST, manifest)
+    os.chmod(tmp, 0o755 & ~_umask())
+    place.commit()
     shutil.rmtree(ckdir, ignore_errors=True)
     return manifest
 
