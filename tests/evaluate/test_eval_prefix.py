@@ -23,16 +23,6 @@ PROMPTS = [HEAD + "likes a, b; target c\n\n### Response:\n",
 YES, NO = 10, 11
 
 
-class CharTokenizer:
-    """One token per character (after a begin token), as a tokenizer is called here."""
-
-    pad_token_id = 0
-    eos_token_id = 2
-
-    def __call__(self, texts: Any, add_special_tokens: bool = True) -> dict[str, Any]:
-        one = isinstance(texts, str)
-        ids = [[1] + [4 + ord(c) % 60 for c in t] for t in ([texts] if one else texts)]
-        return {"input_ids": ids[0] if one else ids}
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +48,10 @@ def test_common_prefix_length_keeps_one_shared_token_per_sequence():
     assert common_prefix_length([[1, 2, 3, 4, 5, 6]]) == 5
 
 
-def test_p_yes_from_the_prefix_equals_plain_batches_of_any_length(tiny):
+def test_p_yes_from_the_prefix_equals_plain_batches_of_any_length(tiny, char_tokenizer):
     from goracs.evaluate.ctr import p_yes_batch, reusable_prefix
 
-    tok = CharTokenizer()
+    tok = char_tokenizer
     prefix = reusable_prefix(tiny, tok, PROMPTS, YES, NO, "cpu")
     assert prefix is not None and len(prefix) == len(tok(HEAD)["input_ids"]) - 1
     for batch in (PROMPTS, PROMPTS[:1], PROMPTS[1:3], PROMPTS[::-1]):
@@ -78,14 +68,14 @@ def test_p_yes_from_the_prefix_equals_plain_batches_of_any_length(tiny):
                                   p_yes_batch(tiny, tok, other, YES, NO, "cpu"))
 
 
-def test_prefix_runs_through_the_adapter(tiny):
+def test_prefix_runs_through_the_adapter(tiny, char_tokenizer):
     import copy
 
     from peft import LoraConfig, get_peft_model
 
     from goracs.evaluate.ctr import p_yes_batch, reusable_prefix
 
-    tok = CharTokenizer()
+    tok = char_tokenizer
     torch.manual_seed(1)
     with warnings.catch_warnings():  # peft calls a helper transformers 5 marks deprecated
         warnings.simplefilter("ignore", FutureWarning)
@@ -105,10 +95,10 @@ def test_prefix_runs_through_the_adapter(tiny):
     assert np.max(np.abs(want - p_yes_batch(tiny, tok, PROMPTS, YES, NO, "cpu"))) > 1e-3
 
 
-def test_packed_likelihoods_from_the_prefix_equal_plain(tiny):
+def test_packed_likelihoods_from_the_prefix_equal_plain(tiny, char_tokenizer):
     from goracs.evaluate.seqrec import answer_log_likelihoods, likelihood_prefix
 
-    tok = CharTokenizer()
+    tok = char_tokenizer
     answers = [[5, 6, 7, 2], [8, 2], [9, 9, 9, 9, 9, 2]]
     prefix = likelihood_prefix(tiny, tok, PROMPTS, PROMPTS[1], answers, "cpu")
     assert prefix is not None
@@ -119,12 +109,13 @@ def test_packed_likelihoods_from_the_prefix_equal_plain(tiny):
         assert len(set(np.round(want, 3))) == len(answers)
 
 
-def test_a_cache_that_misplaces_the_prefix_falls_back_to_plain(tiny, monkeypatch, capsys):
+def test_a_cache_that_misplaces_the_prefix_falls_back_to_plain(tiny, char_tokenizer, monkeypatch,
+                                                               capsys):
     from goracs.evaluate import prefix as P
     from goracs.evaluate.ctr import reusable_prefix
     from goracs.evaluate.seqrec import likelihood_prefix
 
-    tok = CharTokenizer()
+    tok = char_tokenizer
     made = P.SharedPrefix.cache
 
     def shifted(self: P.SharedPrefix, batch: int) -> Any:
@@ -147,10 +138,10 @@ def test_a_cache_that_misplaces_the_prefix_falls_back_to_plain(tiny, monkeypatch
     assert "cannot continue from a copied key/value cache" in capsys.readouterr().err
 
 
-def test_prompts_that_share_too_little_get_no_prefix(tiny, capsys):
+def test_prompts_that_share_too_little_get_no_prefix(tiny, char_tokenizer, capsys):
     from goracs.evaluate.ctr import reusable_prefix
 
-    tok = CharTokenizer()
+    tok = char_tokenizer
     assert reusable_prefix(tiny, tok, ["abc long prompt", "abd other prompt"], YES, NO,
                            "cpu") is None
     assert reusable_prefix(tiny, tok, [], YES, NO, "cpu") is None

@@ -13,23 +13,10 @@ from faults_helpers import prepared, snapshot
 torch = pytest.importorskip("torch")
 
 
-class CharTokenizer:
-    """One token per character after a begin token; enough of a tokenizer for CTR scoring."""
-
-    pad_token_id = 0
-    eos_token_id = 2
-
-    def __call__(self, texts: Any, add_special_tokens: bool = True) -> dict[str, Any]:
-        one = isinstance(texts, str)
-        ids = [[1] + [4 + ord(c) % 60 for c in t] for t in ([texts] if one else texts)]
-        return {"input_ids": ids[0] if one else ids}
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(chr(i) for i in ids)
 
 
 @pytest.fixture
-def tiny_model(monkeypatch):
+def tiny_model(monkeypatch, char_tokenizer):
     """Make `evaluate` load a two-layer random Llama with the character tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -42,7 +29,7 @@ def tiny_model(monkeypatch):
     model = LlamaForCausalLM(config).eval()
     identity = {"model": "tiny", "model_files": "id:tiny", "adapter": None,
                 "adapter_files": None}
-    monkeypatch.setattr(run, "load_lm", lambda *a, **k: (model, CharTokenizer(), identity))
+    monkeypatch.setattr(run, "load_lm", lambda *a, **k: (model, char_tokenizer, identity))
     return run
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from goracs.errors import GoracsError
-from goracs.evaluate.prefix import CACHE_ERRORS, SharedPrefix, note_plain, shared_prefix
+from goracs.evaluate.prefix import CACHE_ERRORS, SharedPrefix, note_plain, prompts_prefix
 from goracs.features.samples import render_prompt
 from goracs.train.model import decoder_and_head, head_logits, torch_dtype
 
@@ -122,16 +122,10 @@ def reusable_prefix(model: Any, tokenizer: Any, prompts: Sequence[str], yes_id: 
     -------
     SharedPrefix or None
     """
-    if not prompts:
+    got_prefix = prompts_prefix(model, tokenizer, prompts, device)
+    if got_prefix is None:
         return None
-    enc = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-    try:
-        prefix = shared_prefix(model, enc, device)
-    except CACHE_ERRORS as exc:
-        note_plain(f"the prefix pass failed: {type(exc).__name__}: {exc}")
-        return None
-    if prefix is None:
-        return None
+    prefix, enc = got_prefix
     by_length = sorted(range(len(prompts)), key=lambda i: (len(enc[i]), i))
     picks = list(dict.fromkeys([by_length[0], by_length[-1],
                                 *range(min(probe, len(prompts)))]))[:max(2, probe)]

@@ -150,6 +150,23 @@ def shared_prefix(model: Any, ids: Sequence[Sequence[int]], device: str,
     return run_prefix(model, [int(t) for t in ids[0][:n]], device)
 
 
+def prompts_prefix(model: Any, tokenizer: Any, prompts: Sequence[str], device: str
+                   ) -> tuple[SharedPrefix, list[list[int]]] | None:
+    """The shared prefix of ``prompts`` run once, with the prompts' token ids; None (with a
+    note when the pass itself failed) when there is nothing worth sharing."""
+    if not prompts:
+        return None
+    enc = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    try:
+        prefix = shared_prefix(model, enc, device)
+    except CACHE_ERRORS as exc:
+        note_plain(f"the prefix pass failed: {type(exc).__name__}: {exc}")
+        return None
+    if prefix is None:
+        return None
+    return prefix, enc
+
+
 def note_plain(reason: str) -> None:
     """Tell the user that scoring goes on without prefix reuse, and why."""
     print(f"note: the shared prompt prefix is not reused ({reason}); every prompt is scored "

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from goracs.evaluate.chunks import chunked
-from goracs.evaluate.prefix import CACHE_ERRORS, SharedPrefix, note_plain, shared_prefix
+from goracs.evaluate.prefix import CACHE_ERRORS, SharedPrefix, note_plain, prompts_prefix
 from goracs.features.cache import content_key, texts_digest
 from goracs.io import atomic_save_npy
 from goracs.train.model import decoder_and_head, torch_dtype
@@ -242,16 +242,10 @@ def likelihood_prefix(model: Any, tokenizer: Any, prompts: Sequence[str], probe_
     -------
     SharedPrefix or None
     """
-    if not prompts:
+    got_prefix = prompts_prefix(model, tokenizer, prompts, device)
+    if got_prefix is None:
         return None
-    enc = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-    try:
-        prefix = shared_prefix(model, enc, device)
-    except CACHE_ERRORS as exc:
-        note_plain(f"the prefix pass failed: {type(exc).__name__}: {exc}")
-        return None
-    if prefix is None:
-        return None
+    prefix = got_prefix[0]
     try:
         got = answer_log_likelihoods(model, tokenizer, probe_prompt, probe_answers, device,
                                      prefix)

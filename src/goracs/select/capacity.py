@@ -45,7 +45,7 @@ import math
 import numba
 import numpy as np
 
-from goracs.select.ot import TransportState, _col_add, _col_get, _heap_pop, _heap_update
+from goracs.select.ot import TransportState, _heap_pop, _heap_update, _push_path
 
 # A row is sorted again at current prices once its scans have visited RESORT_VISITS * V
 # columns since its last sort (about what a sort costs).
@@ -179,24 +179,8 @@ def _add_row(cost, row_id, u, v, col_slot, col_flow, col_deg, room, slot, new_ro
         stats[0] += 1
         stats[1] += n_rows
         delta = min(excess, room[target])
-        j = target
-        while True:
-            r = pred_col[j]
-            if r == slot:
-                break
-            jb = pred_row[r]
-            delta = min(delta, _col_get(col_slot, col_flow, col_deg, jb, r))
-            j = jb
-        j = target
-        while True:
-            r = pred_col[j]
-            if r == slot:
-                _col_add(col_slot, col_flow, col_deg, j, r, delta)
-                break
-            jb = pred_row[r]
-            _col_add(col_slot, col_flow, col_deg, jb, r, -delta)
-            _col_add(col_slot, col_flow, col_deg, j, r, delta)
-            j = jb
+        delta = _push_path(col_slot, col_flow, col_deg, pred_col, pred_row, slot, target,
+                           delta)
         room[target] -= delta
         excess -= delta
         for t in range(n_rows):

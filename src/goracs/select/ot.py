@@ -295,6 +295,32 @@ def _col_get(col_slot, col_flow, col_deg, j, r):
 
 
 @numba.njit(cache=True)
+def _push_path(col_slot, col_flow, col_deg, pred_col, pred_row, slot, target, delta):
+    """Send up to ``delta`` units from row ``slot`` to column ``target`` along a shortest-path
+    tree (``pred_col[j]``: the row that reached column j; ``pred_row[r]``: the column that
+    reached row r), as many as the flows the path cancels allow; returns the units sent."""
+    j = target
+    while True:
+        r = pred_col[j]
+        if r == slot:
+            break
+        jb = pred_row[r]
+        delta = min(delta, _col_get(col_slot, col_flow, col_deg, jb, r))
+        j = jb
+    j = target
+    while True:
+        r = pred_col[j]
+        if r == slot:
+            _col_add(col_slot, col_flow, col_deg, j, r, delta)
+            break
+        jb = pred_row[r]
+        _col_add(col_slot, col_flow, col_deg, jb, r, -delta)
+        _col_add(col_slot, col_flow, col_deg, j, r, delta)
+        j = jb
+    return delta
+
+
+@numba.njit(cache=True)
 def _sift_up(heap, pos, key, i):
     """Indexed binary min-heap of column ids keyed by ``key`` (ties: smaller id first)."""
     x = heap[i]
@@ -529,24 +555,8 @@ def _swap_reoptimise(cost, row_id, u, v, col_slot, col_flow, col_deg, slot, new_
         stats[1] += n_rows
         stats[2] += n_cols
         delta = min(excess, deficit[target])
-        j = target
-        while True:
-            r = pred_col[j]
-            if r == slot:
-                break
-            jb = pred_row[r]
-            delta = min(delta, _col_get(col_slot, col_flow, col_deg, jb, r))
-            j = jb
-        j = target
-        while True:
-            r = pred_col[j]
-            if r == slot:
-                _col_add(col_slot, col_flow, col_deg, j, r, delta)
-                break
-            jb = pred_row[r]
-            _col_add(col_slot, col_flow, col_deg, jb, r, -delta)
-            _col_add(col_slot, col_flow, col_deg, j, r, delta)
-            j = jb
+        delta = _push_path(col_slot, col_flow, col_deg, pred_col, pred_row, slot, target,
+                           delta)
         deficit[target] -= delta
         excess -= delta
         for t in range(n_rows):
