@@ -362,7 +362,7 @@ class ExperimentRunner:
         stage = "select"
         try:
             for stage, folder in run_units(run):
-                if STAGES.index(stage) > STAGES.index(self.until):
+                if STAGES.index(stage) > STAGES.index(self.until) and not run_done(run):
                     return Outcome("skipped", f"stopped after {self.until} (--until)")
                 if unit_done(stage, folder):
                     self.log.stage(stage, run.label, "cached")
