@@ -1,4 +1,5 @@
-"""The metrics committed under docs/runs are what their predictions give."""
+"""The metrics committed under docs/runs and docs/results/evidence are what their predictions
+give."""
 
 import json
 from pathlib import Path
@@ -11,6 +12,10 @@ RUNS = Path(__file__).resolve().parents[2] / "docs" / "runs"
 FOLDERS = sorted(p.parent for p in RUNS.glob("ml1m-*/metrics.json"))
 # Likelihood-ranked SeqRec runs of the same adapters, kept apart from the main triples.
 LIKELIHOOD = sorted(p.parent for p in RUNS.glob("likelihood-*/ml1m-*/metrics.json"))
+# The evidence protocol's finished runs and reference rules, in the experiment's layout.
+EVIDENCE_ROOT = RUNS.parent / "results" / "evidence"
+EVIDENCE = sorted(p.parent for p in EVIDENCE_ROOT.glob("*/*/*/metrics.json")
+                  if p.parent.parent.name in ("evaluate", "reference"))
 
 
 def test_every_task_has_its_triple():
@@ -28,12 +33,13 @@ def test_likelihood_runs_are_there():
         assert (folder / "README.md").is_file(), folder.name
 
 
-@pytest.mark.parametrize("folder", FOLDERS + LIKELIHOOD,
+@pytest.mark.parametrize("folder", FOLDERS + LIKELIHOOD + EVIDENCE,
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_metrics_recompute_from_predictions(folder: Path):
     metrics = json.loads((folder / "metrics.json").read_text())
     rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
     m = metrics["metrics"]
+    assert len(rows) == (metrics.get("data") or {}).get("scored", len(rows))
     if metrics["task"] == "ctr":
         got = ctr_metrics([r["label"] for r in rows], [r["p_yes"] for r in rows])
         for key in ("AUC", "log_loss", "accuracy"):
@@ -71,3 +77,18 @@ def test_likelihood_config_reuses_the_grounding_triple(tmp_path: Path):
         assert (a[method].data_dir, a[method].select_dir, a[method].finetune_dir) == \
             (b[method].data_dir, b[method].select_dir, b[method].finetune_dir)
         assert a[method].eval_dir != b[method].eval_dir
+
+
+def test_evidence_runs_score_one_sample_per_user():
+    """Every committed evidence run scored the same test samples, each from another user."""
+    runs = [p for p in EVIDENCE if p.parent.name == "evaluate"]
+    if not runs:
+        pytest.skip("no evidence run committed yet")
+    first = None
+    for folder in runs:
+        rows = [json.loads(x) for x in (folder / "predictions.jsonl").read_text().splitlines()]
+        users = [r["user"] for r in rows]
+        assert len(set(users)) == len(users), folder.name
+        idx = [r["index"] for r in rows]
+        first = idx if first is None else first
+        assert idx == first, folder.name
