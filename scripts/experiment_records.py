@@ -9,8 +9,11 @@ predictions. No prepared data (MovieLens may not be redistributed), no features,
 
 ``restore DIR OUT`` copies them back into an experiment folder, never over an existing file,
 so that ``goracs experiment`` counts the finished runs as done and computes only the rest (the
-data and features are prepared again; a restored selection rebuilds its ``coreset.json`` from
-the same pool, checked by digest). This is how a long experiment continues on another machine.
+data are prepared again, and the features too where a selection is still missing; a restored
+selection rebuilds its ``coreset.json`` from the same pool, checked by digest). Adapters are
+not records, so a fine-tuning whose evaluation is not among the records is not restored: its
+run fine-tunes again rather than find a ``training.json`` without its adapter. This is how a
+long experiment continues on another machine.
 
     python scripts/experiment_records.py export runs/experiment-evidence docs/results/evidence
     python scripts/experiment_records.py restore docs/results/evidence runs/experiment-evidence
@@ -19,6 +22,7 @@ the same pool, checked by digest). This is how a long experiment continues on an
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -33,8 +37,20 @@ PER_STAGE = {
 }
 
 
-def record_files(root: Path) -> list[Path]:
-    """The record files under experiment folder ``root``, relative to it."""
+def evaluated_finetunes(root: Path) -> set[str]:
+    """The fine-tuning folders (relative to ``root``) that a finished evaluation names."""
+    names = set()
+    for rec in root.glob("*/evaluate/*/run.json"):
+        path = json.loads(rec.read_text(encoding="utf-8")).get("paths", {}).get("finetune")
+        if path:
+            names.add(str(Path(path)))
+    return names
+
+
+def record_files(root: Path, restore: bool = False) -> list[Path]:
+    """The record files under experiment folder ``root``, relative to it; for a restore, only
+    the fine-tunings whose evaluation is a record too (see the module docstring)."""
+    evaluated = evaluated_finetunes(root) if restore else set()
     out = [Path(n) for n in TOP if (root / n).is_file()]
     out += sorted(p.relative_to(root) for p in (root / "plots").glob("*.png"))
     for group in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -42,6 +58,9 @@ def record_files(root: Path) -> list[Path]:
             for run in sorted(p for p in (group / stage).glob("*") if p.is_dir()):
                 if stage == "finetune" and not (run / "training.json").is_file():
                     continue  # an unfinished fine-tuning: its checkpoints are not records
+                if stage == "finetune" and restore and \
+                        str(run.relative_to(root)) not in evaluated:
+                    continue  # its adapter is not a record: fine-tune again
                 if stage == "evaluate" and not (run / "run.json").is_file():
                     continue
                 out += [(run / n).relative_to(root) for n in names if (run / n).is_file()]
@@ -51,7 +70,7 @@ def record_files(root: Path) -> list[Path]:
 def copy(src_root: Path, dst_root: Path, overwrite: bool) -> tuple[int, int]:
     """Copy the records; returns (copied, kept) where kept are files already there."""
     copied = kept = 0
-    for rel in record_files(src_root):
+    for rel in record_files(src_root, restore=not overwrite):
         dst = dst_root / rel
         if dst.exists() and not overwrite:
             kept += 1

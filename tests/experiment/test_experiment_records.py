@@ -45,3 +45,23 @@ def test_export_then_restore_resumes_where_it_stopped(tmp_path: Path, load_scrip
         b = json.loads((r2.select_dir / "selection.json").read_text())
         assert a["indices"] == b["indices"]
     assert records.main(["restore", str(tmp_path / "nowhere"), str(second)]) == 2
+
+
+def test_restore_leaves_out_a_fine_tuning_whose_adapter_would_be_missing(tmp_path: Path,
+                                                                         load_script):
+    records = load_script("experiment_records")
+    saved = tmp_path / "records"
+    for name in ("a", "b"):
+        d = saved / "ml-1m-ctr" / "finetune" / name
+        d.mkdir(parents=True)
+        (d / "training.json").write_text("{}")
+    ev = saved / "ml-1m-ctr" / "evaluate" / "a-eval"
+    ev.mkdir(parents=True)
+    (ev / "metrics.json").write_text("{}")
+    (ev / "run.json").write_text(json.dumps({"paths": {"finetune": "ml-1m-ctr/finetune/a"}}))
+    out = tmp_path / "out"
+    assert records.main(["restore", str(saved), str(out)]) == 0
+    assert (out / "ml-1m-ctr" / "finetune" / "a" / "training.json").is_file()
+    assert not (out / "ml-1m-ctr" / "finetune" / "b").exists()  # evaluated nowhere: retrain
+    assert records.main(["export", str(saved), str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "ml-1m-ctr" / "finetune" / "b" / "training.json").is_file()
