@@ -58,8 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from goracs.data.prepare import build_prepared, default_domain, load_interactions
     from goracs.evaluate.ctr import answer_token_ids, p_yes_batch, reusable_prefix
     from goracs.evaluate.run import sample_test_indices
-    from goracs.features.samples import render_prompt
-    from goracs.train.model import load_lm
+    from goracs.lm import load_lm
+    from goracs.records import render_prompt
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -42,11 +42,10 @@ from goracs.features import (
     GradNormScorer,
     LoraSettings,
     embed_texts,
-    embedding_texts,
     load_scoring_model,
     reference_norms,
-    training_texts,
 )
+from goracs.records import embedding_texts, training_texts
 
 HELD_OUT = 10_000
 

@@ -48,7 +48,7 @@ def score_rows(model: Any, prompt_ids: Sequence[int], answers: Sequence[Sequence
     the packed way, so the two differ in the decoder's work alone."""
     import torch
 
-    from goracs.train.model import decoder_and_head, head_logits
+    from goracs.lm import decoder_and_head, head_logits
 
     decoder, head, cap = decoder_and_head(model)
     p = len(prompt_ids)
@@ -96,8 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from goracs.evaluate.metrics import rank_among_titles
     from goracs.evaluate.run import sample_test_indices
     from goracs.evaluate.seqrec import answer_log_likelihoods, likelihood_prefix
-    from goracs.features.samples import render_prompt
-    from goracs.train.model import load_lm
+    from goracs.lm import load_lm
+    from goracs.records import render_prompt
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

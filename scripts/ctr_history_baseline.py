@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from goracs.data.prompts import liked_share
 from goracs.errors import GoracsError
 from goracs.evaluate.metrics import auc
-from goracs.features.samples import ctr_labels, load_records
 from goracs.io import read_jsonl
+from goracs.prompts import liked_share
+from goracs.records import ctr_labels, load_records
 
 
 def _predictions(path: Path) -> list[dict]:

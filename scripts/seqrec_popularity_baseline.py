@@ -27,8 +27,8 @@ from goracs.errors import GoracsError
 from goracs.evaluate.metrics import hit_ratio_at_k, ndcg_at_k, ranking_metrics
 from goracs.evaluate.references import popularity_ranks, title_counts
 from goracs.evaluate.run import sample_test_indices
-from goracs.features.samples import load_records
 from goracs.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
+from goracs.records import load_records
 
 
 def _sampled_ranks(path: Path, test: Sequence[dict]) -> tuple[np.ndarray, list[int | None]]:

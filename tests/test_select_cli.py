@@ -183,7 +183,7 @@ def _prepared_folder(tmp: Path, task: str, n_train: int = 80, n_valid: int = 20,
 def write_features_manifest(d: Path, task: str) -> None:
     """A features.json as `goracs features` writes it, as far as `select --data` reads it:
     the task and the digests of the records the features come from."""
-    from goracs.features.cache import path_fingerprint
+    from goracs.cache import path_fingerprint
 
     files = {p.stem: p.name for p in (d / "features").glob("*.npy")}
     (d / "features" / "features.json").write_text(json.dumps({

@@ -94,7 +94,7 @@ def loads_json_or_lines(text: str, source: str, max_depth: int = MAX_DEPTH) -> A
                 out.append(json.loads(ln))
             except json.JSONDecodeError:
                 if k == 1:
-                    raise GoracsError(f"{source}: not JSON (line {first.lineno}: "
+                    raise GoracsError(f"{source}: not valid JSON (line {first.lineno}: "
                                       f"{first.msg})") from None
                 raise GoracsError(f"{source}: JSON lines file, line {k} is not valid "
                                   "JSON") from None

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from goracs.cli import main
-from goracs.data import DOMAINS, build_prepared, load_interactions, read_movielens
+from goracs.data import build_prepared, load_interactions, read_movielens
 from goracs.data.bookcrossing import default_dir as bx_default_dir
 from goracs.data.movielens import packaged_dir
+from goracs.prompts import DOMAINS
 
 FILES = ("train.json", "valid.json", "test.json", "items.json", "meta.json")
 
@@ -268,12 +269,12 @@ def test_prepare_json_validates_copies_and_drops_stale_files(tmp_path, capsys):
     before = (out / "train.json").read_bytes()
     code, _, err = run(["prepare", "--dataset", "json", "--train", bad, "--valid",
                         src / "valid.json", "--out", out], capsys)
-    assert code == 2 and "record 0 lacks 'output'" in err
+    assert code == 2 and "record 0 has no field 'output'" in err
     assert (out / "train.json").read_bytes() == before
     (tmp_path / "notjson.json").write_text("{oops")
     code, _, err = run(["prepare", "--dataset", "json", "--train", tmp_path / "notjson.json",
                         "--valid", src / "valid.json", "--out", out], capsys)
-    assert code == 2 and "not JSON" in err
+    assert code == 2 and "not valid JSON" in err
 
 
 # -- real packaged data ---------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 import pytest
 
-from goracs.data.prompts import DOMAINS, ctr_history, ctr_record, liked_share
 from goracs.errors import GoracsError
+from goracs.prompts import DOMAINS, ctr_history, ctr_record, liked_share
 
 
 def _rec(history, liked):
@@ -32,7 +32,7 @@ def test_other_wordings_fail_in_one_line():
 
 
 def test_seqrec_history_reads_back_the_quoted_list():
-    from goracs.data.prompts import seqrec_history, seqrec_record
+    from goracs.prompts import seqrec_history, seqrec_record
 
     titles = ["Toy Story (1995)", "Crying Game, The (1992)", "M (1931)"]
     rec = seqrec_record(DOMAINS["books"], titles, "Se7en (1995)", "u", 1)

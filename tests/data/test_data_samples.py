@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from goracs.data import (
-    DOMAINS,
     Interactions,
     build_prepared,
     build_windows,
@@ -17,6 +16,7 @@ from goracs.data import (
     user_time_split,
 )
 from goracs.errors import GoracsError
+from goracs.prompts import DOMAINS
 
 # Row (file order): user, title, rating, time. Worked by hand:
 #   u1 rows 0(100) 2(50) 3(100) 7(300) -> sorted Y(50) X(100) Z(100) W(300); the tie at 100

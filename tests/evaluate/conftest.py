@@ -11,7 +11,7 @@ import pytest
 def smollm() -> tuple[Any, Any]:
     """The packaged SmolLM2-135M-Instruct in float32 (no adapter) and its tokenizer."""
     pytest.importorskip("torch")
-    from goracs.train.model import load_lm
+    from goracs.lm import load_lm
 
     lm, tok, _ = load_lm(None, None)
     lm.eval()

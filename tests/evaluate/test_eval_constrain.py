@@ -102,9 +102,9 @@ def test_answer_tokens_refuses_a_tokenizer_that_merges_across_the_prompt_end():
 
 def test_catalogue_trie_on_the_packaged_tokenizer_matches_the_training_tokens():
     pytest.importorskip("transformers")
-    from goracs.features.samples import render_prompt
+    from goracs.lm import load_tokenizer
     from goracs.models import resolve_llm
-    from goracs.train.model import load_tokenizer
+    from goracs.records import render_prompt
     from goracs.train.trainer import encode_records
 
     tok = load_tokenizer(resolve_llm(None))

@@ -154,7 +154,7 @@ def test_prompts_that_share_too_little_get_no_prefix(tiny, char_tokenizer, capsy
 def test_real_p_yes_from_the_prefix_equals_plain(smollm, ml1m_test_records):
     from goracs.evaluate.ctr import answer_token_ids, p_yes_batch, reusable_prefix
     from goracs.evaluate.run import sample_test_indices
-    from goracs.features.samples import render_prompt
+    from goracs.records import render_prompt
 
     lm, tok = smollm
     test = ml1m_test_records("ctr")
@@ -179,8 +179,8 @@ def test_real_evaluation_with_an_adapter_is_the_same_with_and_without_the_prefix
 
     from goracs.evaluate.ctr import answer_token_ids, p_yes_batch
     from goracs.evaluate.run import EvalSettings, evaluate
-    from goracs.features.samples import render_prompt
-    from goracs.train.model import load_lm
+    from goracs.lm import load_lm
+    from goracs.records import render_prompt
 
     lm, _, _ = load_lm(None, None)
     torch.manual_seed(0)
@@ -220,7 +220,7 @@ def test_real_evaluation_with_an_adapter_is_the_same_with_and_without_the_prefix
 def test_real_packed_likelihoods_from_the_prefix_equal_plain(smollm, ml1m_test_records):
     from goracs.evaluate.constrain import answer_frame, answer_tokens
     from goracs.evaluate.seqrec import answer_log_likelihoods, likelihood_prefix
-    from goracs.features.samples import render_prompt
+    from goracs.records import render_prompt
 
     lm, tok = smollm
     records = ml1m_test_records("seqrec")[:2]

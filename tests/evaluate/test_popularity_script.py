@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from goracs.data.prompts import DOMAINS, seqrec_record
+from goracs.prompts import DOMAINS, seqrec_record
 
 MOVIES = DOMAINS["movies"]
 

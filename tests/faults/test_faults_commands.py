@@ -138,7 +138,7 @@ def test_finetune_places_are_refused_before_any_work(tmp_path, capsys):
 @pytest.mark.parametrize("content, pattern", [
     (DEEP, "nested 100000 levels deep"),
     ('[{"instruction": "i"', "not valid JSON"),
-    ("[]", "the list of records is empty"),
+    ("[]", "no records"),
 ])
 def test_finetune_bad_records(tmp_path, capsys, content, pattern):
     (tmp_path / "c.json").write_text(content)

@@ -119,7 +119,7 @@ def corrupt(d, name, content):
 
 @pytest.mark.parametrize("damage, message", [
     (lambda d: (d / "train.json").unlink(), "file not found: .*train.json"),
-    (lambda d: corrupt(d, "valid.json", "[]"), "valid.json: the list of records is empty"),
+    (lambda d: corrupt(d, "valid.json", "[]"), "valid.json: no records"),
     (lambda d: corrupt(d, "train.json", json.dumps([{"instruction": "i", "output": "o"}])),
      "record 0 has no field 'input'"),
     (lambda d: corrupt(d, "meta.json", json.dumps({"task": "rank"})), "task must be one of"),

@@ -9,7 +9,7 @@ from features_helpers import seqrec_records
 from goracs.errors import GoracsError
 from goracs.features import embeddings as emb_mod
 from goracs.features.embeddings import embed_texts, embedding_key, load_encoder
-from goracs.features.samples import embedding_texts
+from goracs.records import embedding_texts
 
 pytestmark = pytest.mark.slow
 

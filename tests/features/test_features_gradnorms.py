@@ -15,7 +15,7 @@ from goracs.features.gradnorms import (
     load_scoring_model,
     reference_norms,
 )
-from goracs.features.samples import training_texts
+from goracs.records import training_texts
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from features_helpers import ctr_records, seqrec_records
 
 from goracs.errors import GoracsError
 from goracs.features.gradnorms import GradNormScorer, reference_norms
-from goracs.features.samples import render_prompt, training_texts
+from goracs.records import render_prompt, training_texts
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from features_helpers import ctr_records, interrupt_at_call, seqrec_records
 
 from goracs.errors import GoracsError
 from goracs.features.gradnorms import GradNormScorer, response_start
-from goracs.features.samples import render_prompt, training_texts
+from goracs.records import render_prompt, training_texts
 
 
 def prompts(records):

@@ -9,11 +9,9 @@ from goracs.data.prepare import (
     Prepared,
     build_prepared,
     load_interactions,
-    load_records,
     prepare_json,
     write_prepared,
 )
-from goracs.data.prompts import DOMAINS, Domain, parse_domain
 from goracs.data.samples import (
     SPLIT_KINDS,
     Windows,
@@ -28,18 +26,14 @@ from goracs.data.table import Interactions
 
 __all__ = [
     "DATASETS",
-    "DOMAINS",
     "SPLIT_KINDS",
     "TASKS",
-    "Domain",
     "Interactions",
     "Prepared",
     "Windows",
     "build_prepared",
     "build_windows",
     "load_interactions",
-    "load_records",
-    "parse_domain",
     "prepare_json",
     "read_amazon",
     "read_book_crossing",

@@ -21,10 +21,10 @@ from goracs.data.prepare import (
     prepare_json,
     write_prepared,
 )
-from goracs.data.prompts import parse_domain
 from goracs.data.samples import SPLIT_KINDS
 from goracs.errors import GoracsError
 from goracs.outputs import OutputPlace
+from goracs.prompts import parse_domain
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

@@ -20,7 +20,6 @@ import goracs
 from goracs.data.amazon import find_amazon_files, read_amazon
 from goracs.data.bookcrossing import read_book_crossing
 from goracs.data.movielens import read_latest_small, read_movielens
-from goracs.data.prompts import DOMAINS, Domain, ctr_record, seqrec_record
 from goracs.data.samples import (
     MAX_HISTORY,
     TEST_STREAM,
@@ -37,16 +36,16 @@ from goracs.data.samples import (
 )
 from goracs.data.table import Interactions
 from goracs.errors import GoracsError
-from goracs.io import atomic_write_json, loads_json_or_lines, read_json, read_text
+from goracs.io import atomic_write_json, read_json
 from goracs.outputs import OutputPlace
+from goracs.prompts import DOMAINS, Domain, ctr_record, seqrec_record
+from goracs.records import REQUIRED_FIELDS, TASKS, load_records
 
 DATASETS = ("ml-1m", "ml-100k", "ml-latest-small", "amazon", "book-crossing")
-TASKS = ("seqrec", "ctr")
 SPLITS = ("train", "valid", "test")
 OUTPUT_FILES = ("train.json", "valid.json", "test.json", "items.json", "meta.json")
 DEFAULT_MAX_TRAIN = 20000
 DEFAULT_NEGATIVES = 99
-REQUIRED_FIELDS = ("instruction", "input", "output")
 DEFAULT_SPLIT_KIND = "global-time"
 
 
@@ -303,33 +302,6 @@ def write_prepared(prepared: Prepared, out: str | Path,
 
 
 # -- the user's own instruction data ----------------------------------------------------------
-
-def load_records(path: str | Path) -> list[dict[str, Any]]:
-    """Read and validate Alpaca records: a JSON list of objects, or JSON lines.
-
-    Every record needs string ``instruction``, ``input`` and ``output``; ``negatives``, when
-    present, must be a list of strings.
-    """
-    p = Path(path)
-    data = loads_json_or_lines(read_text(p), str(p))
-    if isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list):
-        raise GoracsError(f"{p}: expected a JSON list of records")
-    if not data:
-        raise GoracsError(f"{p}: no records")
-    for k, rec in enumerate(data):
-        if not isinstance(rec, dict):
-            raise GoracsError(f"{p}: record {k} is not an object")
-        for f in REQUIRED_FIELDS:
-            if not isinstance(rec.get(f), str):
-                what = "lacks" if f not in rec else "has a non-string"
-                raise GoracsError(f"{p}: record {k} {what} {f!r}")
-        neg = rec.get("negatives")
-        if neg is not None and not (isinstance(neg, list) and all(isinstance(x, str) for x in neg)):
-            raise GoracsError(f"{p}: record {k}: 'negatives' must be a list of strings")
-    return data
-
 
 def prepare_json(train: str | Path, valid: str | Path, test: str | Path | None = None,
                  items: str | Path | None = None, task: str | None = None) -> Prepared:

@@ -6,8 +6,8 @@ import argparse
 import os
 
 from goracs.checks import arg_int, arg_seed
-from goracs.features.samples import check_task, read_task
 from goracs.outputs import OutputPlace
+from goracs.records import check_task, read_task
 from goracs.threads import add_threads_option, apply_threads
 
 

@@ -13,8 +13,8 @@ import numpy as np
 
 from goracs.errors import GoracsError
 from goracs.evaluate.prefix import CACHE_ERRORS, SharedPrefix, note_plain, prompts_prefix
-from goracs.features.samples import render_prompt
-from goracs.train.model import decoder_and_head, head_logits, torch_dtype
+from goracs.lm import decoder_and_head, head_logits, torch_dtype
+from goracs.records import render_prompt
 
 
 def answer_token_ids(tokenizer: Any, record: Mapping[str, Any]) -> tuple[int, int]:

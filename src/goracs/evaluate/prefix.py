@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from goracs.train.model import decoder_and_head
+from goracs.lm import decoder_and_head
 
 # A shorter shared prefix saves less than the cache bookkeeping costs.
 MIN_SHARED_TOKENS = 4
@@ -112,7 +112,7 @@ def run_prefix(model: Any, ids: Sequence[int], device: str) -> SharedPrefix:
     Parameters
     ----------
     model : causal LM
-        Plain or peft-wrapped (:func:`goracs.train.model.decoder_and_head`).
+        Plain or peft-wrapped (:func:`goracs.lm.decoder_and_head`).
     ids : sequence of int
         The prefix's token ids (not empty).
     device : str

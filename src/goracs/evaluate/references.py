@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from goracs.data.prompts import ctr_history, seqrec_history
 from goracs.errors import GoracsError
 from goracs.evaluate.metrics import rank_among_titles
+from goracs.prompts import ctr_history, seqrec_history
 
 
 def liked_share_probability(record: dict[str, Any]) -> float:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from goracs.cache import content_key, texts_digest
 from goracs.errors import GoracsError
 from goracs.evaluate import metrics as M
 from goracs.evaluate.chunks import chunked
@@ -34,12 +35,11 @@ from goracs.evaluate.seqrec import (
     generate_ids,
     likelihood_prefix,
 )
-from goracs.features.cache import content_key, texts_digest
-from goracs.features.samples import ctr_labels, load_records, render_prompt
 from goracs.io import atomic_write_json, atomic_write_text, read_json
+from goracs.lm import load_lm, pick_device, torch_dtype
 from goracs.outputs import OutputPlace
 from goracs.paths import cache_root
-from goracs.train.model import load_lm, pick_device, torch_dtype
+from goracs.records import ctr_labels, load_records, render_prompt
 
 DECODINGS = ("free", "catalogue")
 RANKINGS = ("grounding", "likelihood")

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from goracs.cache import content_key, texts_digest
 from goracs.evaluate.chunks import chunked
 from goracs.evaluate.prefix import CACHE_ERRORS, SharedPrefix, note_plain, prompts_prefix
-from goracs.features.cache import content_key, texts_digest
 from goracs.io import atomic_save_npy
-from goracs.train.model import decoder_and_head, torch_dtype
+from goracs.lm import decoder_and_head, torch_dtype
 
 
 def clean_generation(text: str) -> str:
@@ -185,7 +185,7 @@ def answer_log_likelihoods(model: Any, tokenizer: Any, prompt: str,
     """
     import torch
 
-    from goracs.train.model import head_logits
+    from goracs.lm import head_logits
 
     prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     ids, pos, visible, rows, targets, owner = candidate_tree(prompt_ids, answers)

@@ -29,7 +29,7 @@ from goracs.features.pipeline import EMBEDDINGS, FeatureSettings
 from goracs.io import loads_toml
 from goracs.models import PACKAGED_LLM
 from goracs.select import available_methods, get_selector
-from goracs.select.commands import TASK_LAMBDA
+from goracs.select.defaults import TASK_LAMBDA
 from goracs.train.settings import PRESETS, TrainSettings
 
 SHIPPED = ("cpu", "paper", "evidence", "evidence-gpu")

@@ -53,7 +53,7 @@ def _predictions(path: Path) -> list[dict[str, Any]]:
 def reference_predictions(g: Group, indices: Sequence[int]) -> list[dict[str, Any]]:
     """The task's model-free rule on the group's test records at ``indices``."""
     from goracs.evaluate.references import liked_share_predictions, popularity_predictions
-    from goracs.features.samples import load_records
+    from goracs.records import load_records
 
     test = load_records(g.data_dir / "test.json")
     if g.task == "ctr":

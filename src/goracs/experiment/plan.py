@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from goracs.cache import content_key
 from goracs.errors import GoracsError
 from goracs.experiment.config import FULL_DATA, ZERO_SHOT, ExperimentConfig
-from goracs.features.cache import content_key
 from goracs.io import read_json
 
 KEY_CHARS = 10

@@ -24,7 +24,7 @@ from goracs.experiment.config import FULL_DATA, ZERO_SHOT, ExperimentConfig, low
 from goracs.experiment.plan import MARKERS, RUN_RECORD, Group, Run
 from goracs.experiment.stages import PREPARE_RECORD
 from goracs.io import atomic_write_text, load_array, read_json
-from goracs.select.commands import folder_inputs
+from goracs.prepared import folder_inputs
 
 STAGE_SECONDS = ("select", "finetune", "evaluate")
 #: Method-neutral figures of each coreset (:func:`goracs.select.diagnostics.coreset_stats`).

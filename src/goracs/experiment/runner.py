@@ -256,7 +256,7 @@ class _GroupData:
         self._features = True
 
     def selection_input(self) -> tuple[Any, list[dict[str, Any]]]:
-        from goracs.features.samples import load_records
+        from goracs.records import load_records
 
         self.features()
         if self._sel is None:

@@ -18,15 +18,14 @@ from typing import Any
 import numpy as np
 
 import goracs
+from goracs.cache import path_fingerprint
 from goracs.errors import GoracsError
 from goracs.experiment.config import DataSource, ExperimentConfig, TaskConfig
 from goracs.experiment.plan import MARKERS, RUN_RECORD, Run
-from goracs.features.cache import path_fingerprint
-from goracs.features.pipeline import features_match
 from goracs.io import atomic_write_json, load_array, read_json
 from goracs.outputs import OutputPlace
+from goracs.prepared import features_match, folder_inputs
 from goracs.select import SelectionData, get_selector
-from goracs.select.commands import folder_inputs
 
 PREPARE_RECORD = "experiment-prepare.json"
 
@@ -49,7 +48,7 @@ def prepare_data(dataset: str, source: DataSource, tc: TaskConfig, out: Path,
         load_interactions,
         write_prepared,
     )
-    from goracs.data.prompts import parse_domain
+    from goracs.prompts import parse_domain
 
     t0 = time.perf_counter()
     if dataset not in tables:
@@ -144,7 +143,7 @@ def select(run: Run, params: Mapping[str, Any], data: SelectionData,
 def finetune(run: Run, cfg: ExperimentConfig, tc: TaskConfig, progress: bool) -> float:
     """Fine-tune the run's adapter on its coreset (or, for the full-data row, on the whole
     pool); :func:`goracs.train.finetune` resumes a killed run from its epoch checkpoints."""
-    from goracs.features.samples import load_records
+    from goracs.records import load_records
     from goracs.train import finetune as train_lora
 
     assert run.finetune_dir is not None
@@ -167,7 +166,7 @@ def coreset_records(run: Run) -> list[dict[str, Any]]:
     (a selection restored from a committed record), the selected rows of the prepared
     ``train.json``, written back as ``coreset.json`` once the pool is checked to be the one the
     selection was made on (``train_digest``)."""
-    from goracs.features.samples import load_records
+    from goracs.records import load_records
 
     assert run.select_dir is not None
     core = run.select_dir / "coreset.json"

@@ -8,28 +8,14 @@ from goracs.features.gradnorms import (
     reference_norms,
 )
 from goracs.features.pipeline import FeatureSettings, build_features
-from goracs.features.samples import (
-    ctr_labels,
-    embedding_texts,
-    load_records,
-    render_prompt,
-    tokenize_texts,
-    training_texts,
-)
 
 __all__ = [
     "FeatureSettings",
     "GradNormScorer",
     "LoraSettings",
     "build_features",
-    "ctr_labels",
     "embed_texts",
-    "embedding_texts",
     "load_encoder",
-    "load_records",
     "load_scoring_model",
     "reference_norms",
-    "render_prompt",
-    "tokenize_texts",
-    "training_texts",
 ]

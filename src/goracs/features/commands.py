@@ -81,7 +81,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def cmd_features(args: argparse.Namespace) -> int:
     from goracs.features.pipeline import FeatureSettings, build_features
-    from goracs.train.model import pick_device
+    from goracs.lm import pick_device
 
     targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
     for name, value in (("--encoder-batch-size", args.encoder_batch_size),

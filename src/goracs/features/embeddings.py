@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from goracs.cache import content_key, load_parts, path_fingerprint, texts_digest
 from goracs.errors import GoracsError
-from goracs.features.cache import content_key, load_parts, path_fingerprint, texts_digest
 from goracs.io import atomic_save_npy
 from goracs.models import resolve_encoder
 
@@ -40,7 +40,7 @@ def load_encoder(encoder: str | None = None, max_seq_length: int | None = None,
         raise GoracsError(f"encoder dtype must be one of {', '.join(ENCODER_DTYPES)}, "
                           f"got {dtype!r}")
 
-    from goracs.train.model import pick_device
+    from goracs.lm import pick_device
 
     path = resolve_encoder(encoder)
     device = pick_device(device)
@@ -85,7 +85,7 @@ def embed_texts(
     Parameters
     ----------
     texts : sequence of str
-        What to embed (see :func:`goracs.features.samples.embedding_texts`).
+        What to embed (see :func:`goracs.records.embedding_texts`).
     encoder : str, optional
         Packaged encoder (``None`` or ``"all-minilm-l6-v2"``), a local folder or a hub id.
     batch_size : int

@@ -60,7 +60,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -69,13 +68,12 @@ from typing import Any
 
 import numpy as np
 
+from goracs.cache import content_key, load_parts, path_fingerprint
 from goracs.errors import GoracsError
-from goracs.features.cache import content_key, load_parts, path_fingerprint
-from goracs.features.samples import tokenize_texts
 from goracs.io import atomic_save_npy
 from goracs.models import resolve_llm
+from goracs.records import response_start, tokenize_texts
 
-DTYPES = ("fp32", "bf16")
 # Shorter shared prefixes save less than the bookkeeping costs.
 MIN_SHARED_TOKENS = 4
 # Rows of the output head handled at once: bounds the (rows x vocabulary) logits buffer.
@@ -111,14 +109,6 @@ class LoraSettings:
     seed: int = 0
 
 
-def _torch_dtype(dtype: str) -> Any:
-    import torch
-
-    if dtype not in DTYPES:
-        raise GoracsError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    return torch.float32 if dtype == "fp32" else torch.bfloat16
-
-
 def load_scoring_model(
     model: str | None = None,
     adapter: str | os.PathLike | None = None,
@@ -150,12 +140,11 @@ def load_scoring_model(
         ``identity`` describes the loaded model for cache keys and manifests.
     """
     import torch
-    from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from goracs.train.model import pick_device
+    from goracs.lm import add_lora, attach_adapter, check_adapter_dir, pick_device, torch_dtype
 
-    torch_dtype = _torch_dtype(dtype)
+    dtype_ = torch_dtype(dtype)
     device = pick_device(device)
     if lora.r < 1 or lora.alpha <= 0 or not lora.targets:
         raise GoracsError(f"invalid LoRA settings: r={lora.r}, alpha={lora.alpha}, "
@@ -163,35 +152,19 @@ def load_scoring_model(
     path = resolve_llm(model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype_).to(device)
     except Exception as exc:  # hub, file and config errors come in many types
         raise GoracsError(f"cannot load model {path}: {type(exc).__name__}: {exc}") from None
-    torch.manual_seed(lora.seed)
     identity: dict[str, Any] = {"model": path, "model_files": path_fingerprint(path),
                                 "dtype": dtype}
     if adapter is not None:
-        apath = Path(adapter)
-        if not (apath / "adapter_config.json").is_file():
-            raise GoracsError(f"{apath} is not a peft adapter folder (no adapter_config.json)")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # as for get_peft_model below
-                peft_model = PeftModel.from_pretrained(lm, str(apath), is_trainable=False)
-        except Exception as exc:
-            raise GoracsError(f"cannot load adapter {apath}: {type(exc).__name__}: "
-                              f"{exc}") from None
+        torch.manual_seed(lora.seed)  # the global generator's state does not depend on the route
+        apath = check_adapter_dir(adapter)
+        peft_model = attach_adapter(lm, apath, trainable=False)
         identity.update(adapter=str(apath), adapter_files=path_fingerprint(apath))
     else:
-        config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=0.0,
-                            target_modules=list(lora.targets), bias="none",
-                            task_type="CAUSAL_LM")
-        try:
-            with warnings.catch_warnings():
-                # peft calls a transformers helper that transformers 5 marks as deprecated.
-                warnings.simplefilter("ignore", FutureWarning)
-                peft_model = get_peft_model(lm, config)
-        except ValueError as exc:
-            raise GoracsError(f"cannot add LoRA to {path}: {exc}") from None
+        peft_model = add_lora(lm, r=lora.r, alpha=lora.alpha, dropout=0.0, targets=lora.targets,
+                              seed=lora.seed, name=path)
         identity.update(adapter=None, lora={**asdict(lora), "targets": list(lora.targets)})
     peft_model.eval()
     return peft_model, tokenizer, identity
@@ -199,22 +172,6 @@ def load_scoring_model(
 
 def _as_ids(seq: Sequence[int]) -> np.ndarray:
     return np.asarray(seq, dtype=np.int32).reshape(-1)
-
-
-def response_start(ids: Sequence[int], prompt_ids: Sequence[int]) -> int:
-    """Position of the first response token in a sample's token ids.
-
-    ``prompt_ids`` is the tokenization of the prompt alone (the rendering without the answer,
-    same special tokens). The boundary is the length of the two sequences' common prefix, so
-    a tokenizer that merges the prompt's last characters with the answer's first ones puts the
-    merged token in the response (as the fine-tuning labels do). A value of ``len(ids)`` means
-    that ``max_length`` cut the whole response off.
-    """
-    a = np.asarray(ids, dtype=np.int64)
-    b = np.asarray(prompt_ids, dtype=np.int64)
-    m = min(a.shape[0], b.shape[0])
-    diff = np.flatnonzero(a[:m] != b[:m])
-    return int(diff[0]) if diff.size else m
 
 
 def _error_norms(e: Any, targets: Any) -> Any:
@@ -290,7 +247,7 @@ class GradNormScorer:
     batch_size : int
         Samples per forward/backward pass.
     max_length : int
-        Tokens kept per sample (see :func:`goracs.features.samples.tokenize_texts`).
+        Tokens kept per sample (see :func:`goracs.records.tokenize_texts`).
     sort_by_length : bool
         Batch samples of similar length together (less padding).
     share_prefix : bool
@@ -696,7 +653,7 @@ class GradNormScorer:
         ----------
         prompts : sequence of str
             Each sample's rendering without its answer
-            (``goracs.features.samples.render_prompt(record, with_response=False)``).
+            (``goracs.records.render_prompt(record, with_response=False)``).
         ids : sequence of int sequences
             The same samples' token ids, from :meth:`tokenize` of the full renderings.
 

@@ -34,12 +34,16 @@ from typing import Any
 
 import numpy as np
 
+from goracs.cache import content_key, path_fingerprint
 from goracs.checks import seed
 from goracs.errors import GoracsError
-from goracs.features.cache import content_key, path_fingerprint
 from goracs.features.embeddings import embed_texts
 from goracs.features.gradnorms import LOSSES, GradNormScorer, LoraSettings, load_scoring_model
-from goracs.features.samples import (
+from goracs.io import atomic_save_npy, atomic_write_json, read_json
+from goracs.models import PACKAGED_ENCODER, PACKAGED_LLM, resolve_encoder
+from goracs.outputs import OutputPlace
+from goracs.prepared import FEATURES_DIR
+from goracs.records import (
     check_task,
     ctr_labels,
     embedding_texts,
@@ -48,11 +52,6 @@ from goracs.features.samples import (
     render_prompt,
     training_texts,
 )
-from goracs.io import atomic_save_npy, atomic_write_json, read_json
-from goracs.models import PACKAGED_ENCODER, PACKAGED_LLM, resolve_encoder
-from goracs.outputs import OutputPlace
-
-FEATURES_DIR = "features"
 
 
 @dataclass
@@ -298,37 +297,6 @@ def _up_to_date(out: Path, task: str, digests: dict[str, str]) -> dict[str, Any]
         return None
     if not all(isinstance(f, str) and (out / f).is_file() for f in doc["files"].values()):
         return None
-    return doc
-
-
-def features_match(data_dir: str | os.PathLike, task: str,
-                   require_digests: bool = True) -> dict[str, Any]:
-    """The manifest of ``DIR/features`` after checking the features were computed for this
-    task from the folder's current ``train.json`` and ``valid.json``; one line otherwise.
-
-    Features from before digests were recorded are refused too (nothing says what they were
-    computed from) unless ``require_digests`` is False (an experiment's folders, keyed by
-    their settings, from before digests existed).
-    """
-    d = Path(data_dir)
-    p = d / FEATURES_DIR / "features.json"
-    doc = read_json(p, f"run `goracs features {d}`")
-    if not isinstance(doc, dict):
-        raise GoracsError(f"{p}: not a features manifest")
-    rerun = f"rerun `goracs features {d}`"
-    if doc.get("task") != task:
-        raise GoracsError(f"{d}: its features were computed for the {doc.get('task')} task, "
-                          f"not {task}; {rerun}")
-    digests = doc.get("digests")
-    if not isinstance(digests, dict):
-        if not require_digests:
-            return doc
-        raise GoracsError(f"{p}: records no digest of the samples it was computed from; "
-                          f"{rerun}")
-    for split in ("train", "valid"):
-        if digests.get(split) != path_fingerprint(d / f"{split}.json"):
-            raise GoracsError(f"{d}/{split}.json changed since its features were computed; "
-                              f"{rerun}")
     return doc
 
 

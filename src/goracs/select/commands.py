@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from goracs.cache import path_fingerprint
 from goracs.checks import (
     arg_count_or_none,
     arg_float,
@@ -19,11 +20,12 @@ from goracs.checks import (
     real_array,
 )
 from goracs.errors import GoracsError
-from goracs.features.cache import path_fingerprint
-from goracs.features.samples import check_task, load_records, read_task
 from goracs.io import atomic_write_json, load_array, loads_json, read_json
 from goracs.outputs import OutputPlace
+from goracs.prepared import SELECTION_ARRAYS, features_match, folder_inputs
+from goracs.records import check_task, load_records, read_task
 from goracs.select import GORACS, SelectionData, available_methods, get_selector
+from goracs.select.defaults import TASK_LAMBDA
 
 # CLI flag -> constructor argument, passed when the chosen method's constructor takes it.
 _METHOD_FLAGS = {
@@ -185,21 +187,7 @@ def check_selection_arrays(data: SelectionData) -> None:
         real_array(arr, f"--score {key}", ndim=1)
 
 
-# The reference's lambda per task (method.md section 4).
-TASK_LAMBDA = {"seqrec": 0.1, "ctr": 0.5}
-_ARRAY_FLAGS = ("train_emb", "valid_emb", "grad_norms", "train_labels", "valid_labels")
-# Per-sample scores `goracs features` writes, by the name importance baselines read them under
-# (SelectionData.scores): EL2N for `el2n`, influence for `dealrec`.
-_FOLDER_SCORES = ("el2n", "influence")
-
-
-def folder_inputs(data_dir: str | Path) -> tuple[dict[str, Path], dict[str, Path]]:
-    """The selection inputs a prepared folder's ``features/`` holds: the arrays by
-    :class:`SelectionData` field, and the score files by score name (only those present)."""
-    feats = Path(data_dir) / "features"
-    arrays = {n: feats / f"{n}.npy" for n in _ARRAY_FLAGS if (feats / f"{n}.npy").is_file()}
-    scores = {n: feats / f"{n}.npy" for n in _FOLDER_SCORES if (feats / f"{n}.npy").is_file()}
-    return arrays, scores
+_ARRAY_FLAGS = SELECTION_ARRAYS
 
 
 def _folder_task(data_dir: Path, given: str | None) -> str:
@@ -220,8 +208,6 @@ def _use_prepared_folder(args: argparse.Namespace) -> tuple[Path, str]:
     """Point the array flags at DIR/features/*.npy, and add DIR/features/el2n.npy and
     influence.npy (when there) as scores unless ``--score`` names them already; returns the
     folder and its task."""
-    from goracs.features.pipeline import features_match
-
     data_dir = Path(args.data)
     task = _folder_task(data_dir, args.task)
     feats = data_dir / "features"

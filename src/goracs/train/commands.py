@@ -7,8 +7,8 @@ import os
 import sys
 
 from goracs.checks import arg_float, arg_int, arg_seed
-from goracs.features.samples import load_records
 from goracs.outputs import OutputPlace
+from goracs.records import load_records
 from goracs.threads import add_threads_option, apply_threads
 from goracs.train.settings import PRESETS, preset
 

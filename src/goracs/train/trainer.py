@@ -27,18 +27,19 @@ from typing import Any
 
 import numpy as np
 
+from goracs.cache import content_key, path_fingerprint, texts_digest
 from goracs.errors import GoracsError
-from goracs.features.cache import content_key, path_fingerprint, texts_digest
-from goracs.features.samples import render_prompt, tokenize_texts
 from goracs.io import atomic_write_json, read_json
-from goracs.outputs import OutputPlace
-from goracs.train.model import (
+from goracs.lm import (
+    add_lora,
     check_adapter_dir,
     decoder_and_head,
     head_logits,
     load_lm,
     pick_device,
 )
+from goracs.outputs import OutputPlace
+from goracs.records import render_prompt, response_start, tokenize_texts
 from goracs.train.settings import TrainSettings
 
 IGNORE = -100
@@ -51,7 +52,7 @@ def encode_records(
 ) -> tuple[list[list[int]], list[list[int]]]:
     """Token ids and loss labels of each record, rendered as the features stage renders it.
 
-    The ids are those of :func:`goracs.features.samples.tokenize_texts` on the whole rendering
+    The ids are those of :func:`goracs.records.tokenize_texts` on the whole rendering
     (cut to ``cutoff_len``, end-of-sequence appended when it fits). With ``loss="response"``
     the labels of the prompt tokens are ``-100`` (no loss): the prompt's length is that of its
     own tokenization, or of the common prefix when the tokenizer merges across the boundary.
@@ -68,11 +69,7 @@ def encode_records(
                         add_special_tokens=True)["input_ids"]
     labels = []
     for seq, prompt in zip(ids, prompts, strict=True):
-        n = 0
-        for a, b in zip(seq, prompt, strict=False):
-            if a != b:
-                break
-            n += 1
+        n = response_start(seq, prompt)
         labels.append([IGNORE] * n + list(seq[n:]))
     return ids, labels
 
@@ -265,7 +262,7 @@ def finetune(
         until the run finishes.
     settings : TrainSettings
     model : str, optional
-        Base model (see :func:`goracs.train.model.load_lm`); the packaged SmolLM2 by default.
+        Base model (see :func:`goracs.lm.load_lm`); the packaged SmolLM2 by default.
     warm_start : path, optional
         A peft adapter to continue from; its own LoRA configuration then replaces the
         ``lora_*`` and ``target_modules`` settings.
@@ -329,19 +326,11 @@ def finetune(
         lm, tok, identity = load_lm(model, warm_start, dtype=settings.dtype, device=dev,
                                     trainable_adapter=True)
     else:
-        from peft import LoraConfig, get_peft_model
-
+        # the fresh LoRA is drawn on the CPU, so every device starts from the same weights
         lm, tok, identity = load_lm(model, None, dtype=settings.dtype, device="cpu")
-        config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
-                            lora_dropout=settings.lora_dropout,
-                            target_modules=list(settings.target_modules), bias="none",
-                            task_type="CAUSAL_LM")
-        # The LoRA A matrices are drawn from torch's global generator: seed it right before.
-        torch.manual_seed(settings.seed)
-        try:
-            lm = get_peft_model(lm, config)
-        except ValueError as exc:
-            raise GoracsError(f"cannot add LoRA to {identity['model']}: {exc}") from None
+        lm = add_lora(lm, r=settings.lora_r, alpha=settings.lora_alpha,
+                      dropout=settings.lora_dropout, targets=settings.target_modules,
+                      seed=settings.seed, name=identity["model"])
         lm.to(dev)
     pad_id = int(tok.pad_token_id)
     ids, labels = encode_records(tok, train_records, settings.cutoff_len, settings.loss)

@@ -9,7 +9,7 @@ import pytest
 from features_helpers import ctr_records, seqrec_records, write_prepared
 
 from goracs.errors import GoracsError
-from goracs.features.samples import (
+from goracs.records import (
     ctr_labels,
     embedding_texts,
     load_records,
@@ -66,9 +66,13 @@ def test_load_records_reads_a_prepared_file(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     (None, "file not found"),
-    ("{not json", "not valid JSON"),
-    ('{"a": 1}', "expected a JSON list of records, got dict"),
-    ("[]", "the list of records is empty"),
+    ("{not json", "not (valid )?JSON"),
+    ('3', "expected a JSON list of records, got int"),
+    ("[]", "no records"),
+    ('{"a": 1}', "record 0 has no field 'instruction'"),
+    ('{"instruction": "x", "input": "", "output": "o"}\n7', "record 1 is a int"),
+    ('[{"instruction": "x", "input": "", "output": "o", "negatives": [1]}]',
+     "'negatives' must be a list of strings"),
     ('[{"instruction": "x", "input": "y"}]', "record 0 has no field 'output'"),
     ('[{"instruction": "x", "input": "", "output": "o"}, 5]', "record 1 is a int"),
     ('[{"instruction": "x", "input": 3, "output": "o"}]', "field 'input' must be a string"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from goracs.features.cache import content_key, path_fingerprint, texts_digest
+from goracs.cache import content_key, path_fingerprint, texts_digest
 
 
 def test_texts_digest_sees_content_order_and_boundaries():

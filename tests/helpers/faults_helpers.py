@@ -135,7 +135,7 @@ def prepared(tmp: Path, capsys: Any, name: str = "data", n_train: int = 60,
 def fake_features(data_dir: Path, task: str = "ctr", seed: int = 0, d: int = 6) -> Path:
     """``DIR/features`` as ``goracs features`` leaves it (synthetic arrays, a manifest with the
     task and the digests of the records), without loading a model."""
-    from goracs.features.cache import path_fingerprint
+    from goracs.cache import path_fingerprint
 
     train = json.loads((data_dir / "train.json").read_text())
     valid = json.loads((data_dir / "valid.json").read_text())

@@ -1,8 +1,12 @@
-"""Reading prepared sample files and turning records into the texts the models see.
+"""The record format every stage shares: reading and checking Alpaca records, the task names,
+the rendering of a record into the texts the models see, and the boundary between a sample's
+prompt and its response.
 
-One rendering function serves every stage (embeddings, gradient norms, fine-tuning), so a
-sample is the same string wherever it goes. The template is the Alpaca one that BIGRec and
-TALLRec fine-tune with (method.md section 1).
+A record is an object with string fields ``instruction``, ``input`` and ``output`` (and, for
+SeqRec, optionally ``negatives``, a list of item titles). One rendering function serves every
+stage (embeddings, gradient norms, fine-tuning, scoring), so a sample is the same string
+wherever it goes. The template is the Alpaca one that BIGRec and TALLRec fine-tune with
+(docs/method.md section 1).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from goracs.errors import GoracsError
-from goracs.io import read_json
+from goracs.io import loads_json_or_lines, read_json, read_text
 
 PROMPT_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides "
@@ -56,12 +60,16 @@ def render_prompt(record: Mapping[str, Any], with_response: bool) -> str:
 
 
 def check_records(records: Any, source: str) -> list[dict[str, Any]]:
-    """Validate a list of Alpaca records; raise :class:`GoracsError` naming the first fault."""
+    """Validate a list of Alpaca records; raise :class:`GoracsError` naming the first fault.
+
+    Every record needs string ``instruction`` (not blank), ``input`` and ``output``;
+    ``negatives``, when present, must be a list of strings.
+    """
     if not isinstance(records, list):
         raise GoracsError(f"{source}: expected a JSON list of records, got "
                           f"{type(records).__name__}")
     if not records:
-        raise GoracsError(f"{source}: the list of records is empty")
+        raise GoracsError(f"{source}: no records (the list is empty)")
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             raise GoracsError(f"{source}: record {i} is a {type(rec).__name__}, not an object")
@@ -73,12 +81,21 @@ def check_records(records: Any, source: str) -> list[dict[str, Any]]:
                                   f"got {type(rec[name]).__name__}")
         if not rec["instruction"].strip():
             raise GoracsError(f"{source}: record {i} has an empty instruction")
+        neg = rec.get("negatives")
+        if neg is not None and not (isinstance(neg, list)
+                                    and all(isinstance(x, str) for x in neg)):
+            raise GoracsError(f"{source}: record {i}: 'negatives' must be a list of strings")
     return records
 
 
 def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read and validate a JSON list of Alpaca records (``train.json``, ``valid.json``)."""
-    return check_records(read_json(path), str(path))
+    """Read and validate Alpaca records: a JSON list of objects, or JSON lines (one object a
+    line; a file of one line is one record)."""
+    p = Path(path)
+    data = loads_json_or_lines(read_text(p), str(p))
+    if isinstance(data, dict):
+        data = [data]
+    return check_records(data, str(p))
 
 
 def read_task(data_dir: str | os.PathLike) -> str:
@@ -118,6 +135,22 @@ def ctr_labels(records: Sequence[Mapping[str, Any]], source: str = "records") ->
                               f"task, got {rec['output']!r}")
         out[i] = CTR_ANSWERS[answer]
     return out
+
+
+def response_start(ids: Sequence[int], prompt_ids: Sequence[int]) -> int:
+    """Position of the first response token in a sample's token ids.
+
+    ``prompt_ids`` is the tokenization of the prompt alone (the rendering without the answer,
+    same special tokens). The boundary is the length of the two sequences' common prefix, so
+    a tokenizer that merges the prompt's last characters with the answer's first ones puts the
+    merged token in the response (as the fine-tuning labels do). A value of ``len(ids)`` means
+    that ``max_length`` cut the whole response off.
+    """
+    a = np.asarray(ids, dtype=np.int64)
+    b = np.asarray(prompt_ids, dtype=np.int64)
+    m = min(a.shape[0], b.shape[0])
+    diff = np.flatnonzero(a[:m] != b[:m])
+    return int(diff[0]) if diff.size else m
 
 
 def tokenize_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from goracs.cache import path_fingerprint
 from goracs.experiment import parse_config
 from goracs.experiment.plan import features_doc
-from goracs.features.cache import path_fingerprint
 
 BASE = {
     "name": "unit",

@@ -1,14 +1,17 @@
-"""Loading a causal LM and its tokenizer, optionally with a peft LoRA adapter, for training and
-evaluation alike (so both stages see the same model the same way)."""
+"""Loading a causal LM and its tokenizer, with a saved peft LoRA adapter or a fresh one, and the
+device and dtype choice: one way for every stage (gradient norms, fine-tuning, scoring), so each
+sees the same model the same way. Also the split of a causal LM into its decoder stack and
+output head, which the fast scoring and gradient routes call apart."""
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
+from goracs.cache import path_fingerprint
 from goracs.errors import GoracsError
-from goracs.features.cache import path_fingerprint
 from goracs.models import resolve_llm
 
 DTYPES = ("fp32", "bf16")
@@ -40,6 +43,43 @@ def check_adapter_dir(adapter: str | os.PathLike) -> Path:
     if not (p / "adapter_config.json").is_file():
         raise GoracsError(f"{p} is not a peft adapter folder (no adapter_config.json)")
     return p
+
+
+def attach_adapter(lm: Any, adapter: str | os.PathLike, trainable: bool = False) -> Any:
+    """``lm`` wrapped with the saved peft adapter in folder ``adapter``."""
+    from peft import PeftModel
+
+    apath = check_adapter_dir(adapter)
+    try:
+        with warnings.catch_warnings():
+            # peft calls a transformers helper that transformers 5 marks as deprecated
+            warnings.simplefilter("ignore", FutureWarning)
+            return PeftModel.from_pretrained(lm, str(apath), is_trainable=trainable)
+    except Exception as exc:
+        raise GoracsError(f"cannot load adapter {apath}: {type(exc).__name__}: "
+                          f"{exc}") from None
+
+
+def add_lora(lm: Any, *, r: int, alpha: float, dropout: float, targets: tuple[str, ...] | list[str],
+             seed: int, name: str = "the model") -> Any:
+    """``lm`` wrapped with a fresh LoRA adapter (no bias), trainable.
+
+    The A matrices are drawn from torch's global generator, seeded with ``seed`` right before;
+    B starts at zero, as peft initialises it. ``name`` names the model in the error raised
+    when a target module does not exist.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                        target_modules=list(targets), bias="none", task_type="CAUSAL_LM")
+    torch.manual_seed(seed)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # as in attach_adapter
+            return get_peft_model(lm, config)
+    except ValueError as exc:
+        raise GoracsError(f"cannot add LoRA to {name}: {exc}") from None
 
 
 def load_tokenizer(path: str) -> Any:
@@ -100,14 +140,8 @@ def load_lm(
     identity: dict[str, Any] = {"model": path, "model_files": path_fingerprint(path),
                                 "dtype": dtype, "adapter": None, "adapter_files": None}
     if adapter is not None:
-        from peft import PeftModel
-
-        apath = check_adapter_dir(adapter)
-        try:
-            lm = PeftModel.from_pretrained(lm, str(apath), is_trainable=trainable_adapter)
-        except Exception as exc:
-            raise GoracsError(f"cannot load adapter {apath}: {type(exc).__name__}: "
-                              f"{exc}") from None
+        lm = attach_adapter(lm, adapter, trainable=trainable_adapter)
+        apath = Path(adapter)
         identity.update(adapter=str(apath), adapter_files=path_fingerprint(apath))
     lm.to(device)
     return lm, tok, identity
