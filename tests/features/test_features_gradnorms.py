@@ -6,15 +6,13 @@ import numpy as np
 import pytest
 import torch
 from features_helpers import ctr_records, interrupt_at_call, seqrec_records
+from reference_gradnorms import reference_norms
 
 from goracs.errors import GoracsError
-from goracs.features.gradnorms import (
-    GradNormScorer,
-    LoraSettings,
-    find_block,
-    load_scoring_model,
-    reference_norms,
-)
+from goracs.features.blocks import find_block
+from goracs.features.decoder import SplitDecoder
+from goracs.features.gradnorms import GradNormScorer
+from goracs.features.scoring_model import LoraSettings, load_scoring_model
 from goracs.records import training_texts
 
 pytestmark = pytest.mark.slow
@@ -213,7 +211,7 @@ def test_a_cache_layout_the_prefix_split_cannot_use_falls_back(scoring_model, te
     def broken(self, tokens):
         raise AttributeError("'NoneType' object has no attribute 'expand'")
 
-    monkeypatch.setattr(GradNormScorer, "_prefix_pass", broken)
+    monkeypatch.setattr(SplitDecoder, "prefix_pass", broken)
     scorer = GradNormScorer(model, tok, batch_size=4)
     assert scorer.fast and scorer.layer_index is None and scorer.shared_prefix_length(ids) == 0
     assert rel(scorer.norms_from_ids(ids, progress=False), shared) < 1e-5

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 from features_helpers import ctr_records, seqrec_records
+from reference_gradnorms import reference_norms
 
 from goracs.errors import GoracsError
-from goracs.features.gradnorms import GradNormScorer, reference_norms
+from goracs.features.gradnorms import GradNormScorer
 from goracs.records import render_prompt, training_texts
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ import torch
 from features_helpers import ctr_records, interrupt_at_call, seqrec_records
 
 from goracs.errors import GoracsError
-from goracs.features.gradnorms import GradNormScorer, response_start
-from goracs.records import render_prompt, training_texts
+from goracs.features.gradnorms import GradNormScorer
+from goracs.records import render_prompt, response_start, training_texts
 
 
 def prompts(records):

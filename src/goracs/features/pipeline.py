@@ -12,7 +12,7 @@ task), and writes into ``DIR/features/``:
   answer tokens (CTR's default) or over the whole text (SeqRec's), as ``grad_loss`` says;
 * ``el2n.npy``, ``influence.npy``: float32 EL2N and DEALRec influence score of every training
   sample, from the same pass as the gradient norms (unless ``scores`` is off; see
-  :mod:`goracs.features.gradnorms` for their definitions);
+  :mod:`goracs.features.el2n` and :mod:`goracs.features.influence` for their definitions);
 * ``train_labels.npy``, ``valid_labels.npy``: int64 Yes(1)/No(0) labels, CTR only;
 * ``features.json``: settings, model paths, sizes and seconds per stage, written last.
 
@@ -38,7 +38,8 @@ from goracs.cache import content_key, path_fingerprint
 from goracs.checks import seed
 from goracs.errors import GoracsError
 from goracs.features.embeddings import embed_texts
-from goracs.features.gradnorms import LOSSES, GradNormScorer, LoraSettings, load_scoring_model
+from goracs.features.gradnorms import LOSSES, GradNormScorer, SampleScores
+from goracs.features.scoring_model import LoraSettings, load_scoring_model
 from goracs.io import atomic_save_npy, atomic_write_json, read_json
 from goracs.models import PACKAGED_ENCODER, PACKAGED_LLM, resolve_encoder
 from goracs.outputs import OutputPlace
@@ -116,7 +117,6 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
     if s.embedding not in EMBEDDINGS:
         raise GoracsError(f"embedding must be one of {', '.join(EMBEDDINGS)}, "
                           f"got {s.embedding!r}")
-    use_llm = s.embedding in ("llm", "both")
     train = load_records(d / "train.json")
     valid = load_records(d / "valid.json")
     labels = {}
@@ -139,10 +139,45 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
         os.rename(out / "cache", cache)
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()
-
     encoder_path = resolve_encoder(s.encoder) if s.embedding != "llm" else None
+    embs = _encoder_embeddings(s, task, {"train": train, "valid": valid}, encoder_path,
+                               cache, progress, seconds, say)
+    run = _gradient_pass(s, d, train, grad_loss, cache, progress, seconds, say)
+    llm = None
+    if run.use_llm:
+        llm = _llm_embeddings(run, d, valid, s.max_length, cache, progress, seconds, say)
+        if s.embedding == "llm":
+            embs = llm
+    files = _write_arrays(part, embs, run.result, llm, labels)
+    seconds["total"] = time.perf_counter() - t_all
+    manifest = _manifest(s, task, len(train), len(valid), files, digests, encoder_path, embs,
+                         llm, run, labels, seconds)
+    atomic_write_json(part / "features.json", manifest)
+    place.commit()
+    return manifest
+
+
+@dataclass
+class _GradientRun:
+    """The gradient pass over the training pool: the scorer, the pool's token ids and
+    response starts (None when not needed), and its scores."""
+
+    scorer: GradNormScorer
+    identity: dict[str, Any]
+    grad_loss: str
+    use_llm: bool
+    ids: list[np.ndarray]
+    starts: np.ndarray | None
+    result: SampleScores
+
+
+def _encoder_embeddings(s: FeatureSettings, task: str, splits: dict[str, list[dict[str, Any]]],
+                        encoder_path: str | None, cache: Path, progress: bool,
+                        seconds: dict[str, float], say: Callable[[str], None]
+                        ) -> dict[str, np.ndarray]:
+    """The sentence encoder's embeddings of each split (none without an encoder)."""
     embs = {}
-    for split, records in (("train", train), ("valid", valid)):
+    for split, records in splits.items():
         if encoder_path is None:
             break
         t0 = time.perf_counter()
@@ -154,7 +189,15 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
         seconds[f"embed_{split}"] = time.perf_counter() - t0
         say(f"{split}: {embs[split].shape[0]} embeddings of width {embs[split].shape[1]} "
             f"({seconds[f'embed_{split}']:.1f} s)")
+    return embs
 
+
+def _gradient_pass(s: FeatureSettings, d: Path, train: list[dict[str, Any]], grad_loss: str,
+                   cache: Path, progress: bool, seconds: dict[str, float],
+                   say: Callable[[str], None]) -> _GradientRun:
+    """Load the scoring model and score the training pool: gradient norms, and as the
+    settings ask, EL2N, influence and LLM embeddings from the same pass."""
+    use_llm = s.embedding in ("llm", "both")
     t0 = time.perf_counter()
     lora = LoraSettings(r=s.lora_r, alpha=s.lora_alpha, targets=tuple(s.lora_targets),
                         seed=s.seed)
@@ -177,25 +220,36 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
         f"{float(np.median(norms)):.4g} ({seconds['grad_norms']:.1f} s"
         f"{', EL2N and influence included' if s.scores else ''}"
         f"{', LLM embeddings included' if use_llm else ''})")
-    if use_llm:
-        t0 = time.perf_counter()
-        v_ids = scorer.tokenize(training_texts(valid))
-        v_ends = _response_starts(scorer, valid, v_ids, d / "valid.json", s.max_length)
-        llm = {"train": result.embeddings,
-               "valid": scorer.embed_prompts(v_ids, v_ends, cache_dir=cache,
-                                             progress=progress)}
-        seconds["llm_embed_valid"] = time.perf_counter() - t0
-        say(f"valid: {llm['valid'].shape[0]} LLM embeddings of width {llm['valid'].shape[1]} "
-            f"({seconds['llm_embed_valid']:.1f} s)")
-        if s.embedding == "llm":
-            embs = llm
+    return _GradientRun(scorer, identity, grad_loss, use_llm, ids, starts, result)
 
+
+def _llm_embeddings(run: _GradientRun, d: Path, valid: list[dict[str, Any]], max_length: int,
+                    cache: Path, progress: bool, seconds: dict[str, float],
+                    say: Callable[[str], None]) -> dict[str, np.ndarray]:
+    """The scoring LLM's embeddings: the pool's from the gradient pass, the validation
+    set's from a forward pass."""
+    scorer = run.scorer
+    t0 = time.perf_counter()
+    v_ids = scorer.tokenize(training_texts(valid))
+    v_ends = _response_starts(scorer, valid, v_ids, d / "valid.json", max_length)
+    llm = {"train": run.result.embeddings,
+           "valid": scorer.embed_prompts(v_ids, v_ends, cache_dir=cache, progress=progress)}
+    seconds["llm_embed_valid"] = time.perf_counter() - t0
+    say(f"valid: {llm['valid'].shape[0]} LLM embeddings of width {llm['valid'].shape[1]} "
+        f"({seconds['llm_embed_valid']:.1f} s)")
+    return llm
+
+
+def _write_arrays(part: Path, embs: dict[str, np.ndarray], result: SampleScores,
+                  llm: dict[str, np.ndarray] | None,
+                  labels: dict[str, np.ndarray]) -> dict[str, str]:
+    """Save the feature arrays into ``part``; return the manifest's ``files`` entry."""
     files = {"train_emb": "train_emb.npy", "valid_emb": "valid_emb.npy",
              "grad_norms": "grad_norms.npy"}
     atomic_save_npy(part / files["train_emb"], embs["train"])
     atomic_save_npy(part / files["valid_emb"], embs["valid"])
-    atomic_save_npy(part / files["grad_norms"], norms)
-    if use_llm:
+    atomic_save_npy(part / files["grad_norms"], result.grad_norms)
+    if llm is not None:
         for split in ("train", "valid"):
             name = f"llm_{split}_emb"
             files[name] = f"{name}.npy"
@@ -208,13 +262,19 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
     for split, arr in labels.items():
         files[f"{split}_labels"] = f"{split}_labels.npy"
         atomic_save_npy(part / files[f"{split}_labels"], arr)
-    seconds["total"] = time.perf_counter() - t_all
+    return files
 
-    lengths = np.array([len(x) for x in ids])
+
+def _manifest(s: FeatureSettings, task: str, n_train: int, n_valid: int,
+              files: dict[str, str], digests: dict[str, str], encoder_path: str | None,
+              embs: dict[str, np.ndarray], llm: dict[str, np.ndarray] | None,
+              run: _GradientRun, labels: dict[str, np.ndarray],
+              seconds: dict[str, float]) -> dict[str, Any]:
+    """The content of ``features.json``."""
     manifest = {
         "task": task,
-        "n_train": len(train),
-        "n_valid": len(valid),
+        "n_train": n_train,
+        "n_valid": n_valid,
         "files": files,
         # what the features were derived from: `goracs select --data` refuses them once the
         # records (or the task) no longer match
@@ -228,54 +288,67 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
         "llm_embedding": ({"definition": "mean of the scoring LLM's final hidden state (after "
                                          "its last norm) over the prompt tokens, response "
                                          "excluded",
-                           "dim": int(llm["train"].shape[1])} if use_llm else None),
-        "grad_norms": {
-            **identity,
-            "loss": ("mean cross-entropy of the response tokens (prompt masked)"
-                     if grad_loss == "response" else "mean cross-entropy of the whole text"),
-            "grad_loss": grad_loss,
-            "block": scorer.block_name,
-            "batch_size": s.batch_size,
-            "max_length": s.max_length,
-            "sort_by_length": s.sort_by_length,
-            "shared_prefix_tokens": scorer.shared_prefix_length(ids),
-            "route": "direct" if scorer.fast else "model forward",
-            "device": str(scorer.device),
-            "tokens": {"mean": round(float(lengths.mean()), 2), "max": int(lengths.max()),
-                       "at_max_length": int((lengths >= s.max_length).sum())},
-            "stats": _stats(norms),
-        },
+                           "dim": int(llm["train"].shape[1])} if llm is not None else None),
+        "grad_norms": _grad_norms_entry(s, run),
         "settings": {k: (list(v) if isinstance(v, tuple) else v)
                      for k, v in asdict(s).items()},
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
-    if starts is not None and s.scores:
-        n_resp = lengths - starts
-        manifest["el2n"] = {
+    if run.starts is not None and s.scores:
+        manifest.update(_scores_entries(run))
+    if labels:
+        manifest["labels"] = {split: {"positive": int(a.sum()), "negative": int(len(a) - a.sum())}
+                              for split, a in labels.items()}
+    return manifest
+
+
+def _grad_norms_entry(s: FeatureSettings, run: _GradientRun) -> dict[str, Any]:
+    """The manifest's description of the gradient norms."""
+    scorer = run.scorer
+    lengths = np.array([len(x) for x in run.ids])
+    return {
+        **run.identity,
+        "loss": ("mean cross-entropy of the response tokens (prompt masked)"
+                 if run.grad_loss == "response" else "mean cross-entropy of the whole text"),
+        "grad_loss": run.grad_loss,
+        "block": scorer.block_name,
+        "batch_size": s.batch_size,
+        "max_length": s.max_length,
+        "sort_by_length": s.sort_by_length,
+        "shared_prefix_tokens": scorer.shared_prefix_length(run.ids),
+        "route": "direct" if scorer.fast else "model forward",
+        "device": str(scorer.device),
+        "tokens": {"mean": round(float(lengths.mean()), 2), "max": int(lengths.max()),
+                   "at_max_length": int((lengths >= s.max_length).sum())},
+        "stats": _stats(run.result.grad_norms),
+    }
+
+
+def _scores_entries(run: _GradientRun) -> dict[str, Any]:
+    """The manifest's descriptions of EL2N and influence."""
+    lengths = np.array([len(x) for x in run.ids])
+    n_resp = lengths - run.starts
+    return {
+        "el2n": {
             "definition": "mean over the response tokens (after '### Response:', "
                           "end-of-sequence included, as far as max_length keeps them) of "
                           "||softmax(logits_t) - onehot(y_t)||_2 under the scoring model "
                           "(Paul et al. 2021, for a causal LM)",
             "response_tokens": {"mean": round(float(n_resp.mean()), 2),
                                 "min": int(n_resp.min()), "max": int(n_resp.max())},
-            "stats": _stats(result.el2n),
-        }
-        manifest["influence"] = {
+            "stats": _stats(run.result.el2n),
+        },
+        "influence": {
             "definition": "(1/N) gbar^T H^-1 g_s: first-order growth of the empirical risk "
                           "when sample s is removed (DEALRec, Lin et al. 2024), with the "
-                          f"scoring LLM as surrogate, g_s the gradient of the {grad_loss} loss "
-                          "on the grad_norms block, gbar its mean over the pool",
+                          f"scoring LLM as surrogate, g_s the gradient of the {run.grad_loss} "
+                          "loss on the grad_norms block, gbar its mean over the pool",
             "hessian": "identity",
-            "gradient": scorer.block_name,
-            "gradient_size": int(scorer.param.numel()),
-            "stats": _stats(result.influence),
-        }
-    if labels:
-        manifest["labels"] = {split: {"positive": int(a.sum()), "negative": int(len(a) - a.sum())}
-                              for split, a in labels.items()}
-    atomic_write_json(part / "features.json", manifest)
-    place.commit()
-    return manifest
+            "gradient": run.scorer.block_name,
+            "gradient_size": int(run.scorer.param.numel()),
+            "stats": _stats(run.result.influence),
+        },
+    }
 
 
 def _settings_doc(s: FeatureSettings) -> dict[str, Any]:
