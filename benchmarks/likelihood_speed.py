@@ -9,11 +9,11 @@ SeqRec test records, beside the plain way of scoring the same candidates.
 Each record's target and its 99 sampled negatives are scored, as log P(answer | prompt) under
 the packaged SmolLM2-135M-Instruct, three ways:
 
-* packed (ours): :func:`goracs.evaluate.seqrec.answer_log_likelihoods`, one forward pass of
+* packed (ours): :func:`goracs.evaluate.likelihood.answer_log_likelihoods`, one forward pass of
   the prompt followed by all 100 answers, each answer seeing the prompt and itself only;
 * packed + prefix (what ``goracs evaluate`` runs in fp32): the same pass, less the tokens that
   every record shares (the Alpaca preamble and the instruction, run once for all records,
-  :func:`goracs.evaluate.seqrec.likelihood_prefix`), continuing from their key/value cache;
+  :func:`goracs.evaluate.likelihood.likelihood_prefix`), continuing from their key/value cache;
 * rows (the plain way): prompt + answer as one row per candidate, right-padded, in batches of
   ``--rows`` rows, the log-probabilities of the answer tokens read from the usual causal pass.
 
@@ -93,9 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from goracs.data.prepare import build_prepared, default_domain, load_interactions
     from goracs.evaluate.constrain import answer_frame, answer_tokens
+    from goracs.evaluate.likelihood import answer_log_likelihoods, likelihood_prefix
     from goracs.evaluate.metrics import rank_among_titles
     from goracs.evaluate.run import sample_test_indices
-    from goracs.evaluate.seqrec import answer_log_likelihoods, likelihood_prefix
     from goracs.lm import load_lm
     from goracs.records import render_prompt
 

@@ -37,3 +37,39 @@ def ml1m_test_records() -> Any:
         return built[task]
 
     return records
+
+
+@pytest.fixture(scope="module")
+def tiny_llama() -> Any:
+    """A two-layer random Llama (vocabulary 64, as the character tokenizer's ids), weights large
+    enough that its scores move with the input."""
+    torch = pytest.importorskip("torch")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=1024, initializer_range=0.2)
+    return LlamaForCausalLM(config).eval()
+
+
+class DecodingTokenizer:
+    """The character tokenizer with a ``decode`` that takes ``skip_special_tokens``, as
+    generation calls it (each id decodes to one character)."""
+
+    def __init__(self, tok: Any) -> None:
+        self._tok = tok
+        self.pad_token_id = tok.pad_token_id
+        self.eos_token_id = tok.eos_token_id
+
+    def __call__(self, texts: Any, add_special_tokens: bool = True) -> dict[str, Any]:
+        return self._tok(texts, add_special_tokens=add_special_tokens)
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        return "".join(chr(64 + i) for i in ids if not (skip_special_tokens and i < 4))
+
+
+@pytest.fixture
+def decoding_tokenizer(char_tokenizer: Any) -> DecodingTokenizer:
+    """A :class:`DecodingTokenizer`."""
+    return DecodingTokenizer(char_tokenizer)

@@ -55,7 +55,7 @@ def test_metrics_recompute_from_predictions(folder: Path):
 
 @pytest.mark.parametrize("config", sorted(RUNS.glob("*.toml")), ids=lambda p: p.name)
 def test_committed_configs_load(config: Path):
-    from goracs.experiment.config import load_config
+    from goracs.experiment.config_files import load_config
 
     cfg = load_config(str(config))
     assert cfg.tasks
@@ -64,7 +64,7 @@ def test_committed_configs_load(config: Path):
 def test_likelihood_config_reuses_the_grounding_triple(tmp_path: Path):
     """seqrec-256-likelihood.toml scores the adapters seqrec-256.toml trains: the two plans
     share every folder but the evaluation's."""
-    from goracs.experiment.config import load_config
+    from goracs.experiment.config_files import load_config
     from goracs.experiment.plan import build_plan
 
     def runs(name: str) -> dict[str, object]:

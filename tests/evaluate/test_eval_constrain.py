@@ -105,7 +105,7 @@ def test_catalogue_trie_on_the_packaged_tokenizer_matches_the_training_tokens():
     from goracs.lm import load_tokenizer
     from goracs.models import resolve_llm
     from goracs.records import render_prompt
-    from goracs.train.trainer import encode_records
+    from goracs.train import encode_records
 
     tok = load_tokenizer(resolve_llm(None))
     titles = ["Haunting, The (1999)", "Heat (1995)", "Heat (1995)", "'burbs, The (1989)",

@@ -96,7 +96,7 @@ def test_prefix_runs_through_the_adapter(tiny, char_tokenizer):
 
 
 def test_packed_likelihoods_from_the_prefix_equal_plain(tiny, char_tokenizer):
-    from goracs.evaluate.seqrec import answer_log_likelihoods, likelihood_prefix
+    from goracs.evaluate.likelihood import answer_log_likelihoods, likelihood_prefix
 
     tok = char_tokenizer
     answers = [[5, 6, 7, 2], [8, 2], [9, 9, 9, 9, 9, 2]]
@@ -113,7 +113,7 @@ def test_a_cache_that_misplaces_the_prefix_falls_back_to_plain(tiny, char_tokeni
                                                                capsys):
     from goracs.evaluate import prefix as P
     from goracs.evaluate.ctr import reusable_prefix
-    from goracs.evaluate.seqrec import likelihood_prefix
+    from goracs.evaluate.likelihood import likelihood_prefix
 
     tok = char_tokenizer
     made = P.SharedPrefix.cache
@@ -219,7 +219,7 @@ def test_real_evaluation_with_an_adapter_is_the_same_with_and_without_the_prefix
 @pytest.mark.slow
 def test_real_packed_likelihoods_from_the_prefix_equal_plain(smollm, ml1m_test_records):
     from goracs.evaluate.constrain import answer_frame, answer_tokens
-    from goracs.evaluate.seqrec import answer_log_likelihoods, likelihood_prefix
+    from goracs.evaluate.likelihood import answer_log_likelihoods, likelihood_prefix
     from goracs.records import render_prompt
 
     lm, tok = smollm

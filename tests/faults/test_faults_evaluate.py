@@ -40,12 +40,14 @@ def _evaluate(run: Any, data, out, **settings: Any) -> dict[str, Any]:
 
 def test_an_interrupted_evaluation_resumes_to_the_same_predictions(tmp_path, capsys,
                                                                    tiny_model, monkeypatch):
+    from goracs.evaluate import ctr
+
     run = tiny_model
     d = prepared(tmp_path, capsys)  # 10 test records: chunks of 8 and 2
     straight = tmp_path / "straight"
     _evaluate(run, d, straight)
     calls = {"n": 0}
-    real = run.p_yes_batch
+    real = ctr.p_yes_batch
 
     def stop_in_the_second_chunk(*args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
@@ -54,7 +56,7 @@ def test_an_interrupted_evaluation_resumes_to_the_same_predictions(tmp_path, cap
         return real(*args, **kwargs)
 
     out = tmp_path / "ev"
-    monkeypatch.setattr(run, "p_yes_batch", stop_in_the_second_chunk)
+    monkeypatch.setattr(ctr, "p_yes_batch", stop_in_the_second_chunk)
     with pytest.raises(KeyboardInterrupt):
         _evaluate(run, d, out)
     assert not out.exists()

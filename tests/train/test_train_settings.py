@@ -1,5 +1,4 @@
-"""Fine-tuning settings, the learning-rate schedule and the CLI's handling of bad input: no
-model is loaded here."""
+"""Fine-tuning settings and the CLI's handling of bad input: no model is loaded here."""
 
 import json
 
@@ -7,7 +6,7 @@ import pytest
 
 from goracs.cli import main
 from goracs.errors import GoracsError
-from goracs.train import PRESETS, TrainSettings, lr_factor, preset
+from goracs.train import PRESETS, TrainSettings, preset
 
 
 def test_presets_hold_the_documented_settings():
@@ -48,15 +47,6 @@ def test_updated_ignores_none_and_refuses_unknown_names():
         TrainSettings().updated(learning_rate=1.0)
 
 
-def test_lr_schedule_warms_up_then_decays_to_zero():
-    total, warm = 10, 2
-    f = [lr_factor(s, total, warm) for s in range(total)]
-    assert f[:2] == [0.5, 1.0]
-    assert f[2] == 1.0 and f[-1] == pytest.approx(1 / 8)
-    assert all(a >= b for a, b in zip(f[1:], f[2:], strict=False))
-    assert [lr_factor(s, 4, 0) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
-
-
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     bad = tmp_path / "coreset.json"
     bad.write_text(json.dumps([{"instruction": "x", "input": ""}]))
@@ -70,13 +60,3 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     code = main(["evaluate", "--data", str(tmp_path), "--task", "ctr", "--out",
                  str(tmp_path / "e")])
     assert code == 2 and "test.json" in capsys.readouterr().err
-
-
-def test_early_stopping_counts_epochs_since_the_best():
-    from goracs.train.trainer import should_stop
-
-    hist = [{"epoch": e} for e in (1, 2, 3, 4)]
-    assert should_stop(hist, best_epoch=2, patience=2)
-    assert not should_stop(hist, best_epoch=3, patience=2)
-    assert not should_stop(hist, best_epoch=1, patience=None)
-    assert not should_stop([], best_epoch=None, patience=1)

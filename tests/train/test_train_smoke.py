@@ -74,6 +74,8 @@ def _weights(folder):
 def test_finetune_resume_evaluate(data, tmp_path, monkeypatch):
     from goracs.evaluate.run import EvalSettings, evaluate
     from goracs.train import TrainSettings
+    from goracs.train import checkpoints as ck
+    from goracs.train import manifest as mf
     from goracs.train import trainer as ft
 
     settings = TrainSettings(epochs=2, batch_size=2, micro_batch_size=1, cutoff_len=256)
@@ -87,7 +89,7 @@ def test_finetune_resume_evaluate(data, tmp_path, monkeypatch):
     assert not (tmp_path / ".straight.checkpoints").exists()
 
     # Interrupted after the first epoch's checkpoint, then rerun with the same --out.
-    real_save = ft._save_checkpoint
+    real_save = ck.save_checkpoint
 
     def save_then_stop(ckdir, epoch, *args, **kwargs):
         real_save(ckdir, epoch, *args, **kwargs)
@@ -95,10 +97,10 @@ def test_finetune_resume_evaluate(data, tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     out = tmp_path / "resumed"
-    monkeypatch.setattr(ft, "_save_checkpoint", save_then_stop)
+    monkeypatch.setattr(ck, "save_checkpoint", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         ft.finetune(CTR_TRAIN, out, settings, valid_records=CTR_VALID, progress=False)
-    monkeypatch.setattr(ft, "_save_checkpoint", real_save)
+    monkeypatch.setattr(ck, "save_checkpoint", real_save)
     assert not out.exists() and (tmp_path / ".resumed.checkpoints" / "epoch-0001").is_dir()
     with pytest.raises(GoracsError, match="different run"):
         ft.finetune(CTR_TRAIN[:3], out, settings, valid_records=CTR_VALID, progress=False)
@@ -118,7 +120,7 @@ def test_finetune_resume_evaluate(data, tmp_path, monkeypatch):
     other = ft.finetune(CTR_TRAIN[:2], out, settings, progress=False)
     assert other["data"]["train_samples"] == 2
     assert json.loads((out / "training.json").read_text())["data"]["train_samples"] == 2
-    assert sorted(p.name for p in out.iterdir()) == sorted([*ft.ADAPTER_FILES, ft.MANIFEST])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*mf.ADAPTER_FILES, mf.MANIFEST])
     assert not [p for p in tmp_path.iterdir() if ".goracs-" in p.name]
 
     # CTR evaluation with the adapter: outputs recompute to the reported metrics.

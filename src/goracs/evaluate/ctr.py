@@ -1,17 +1,22 @@
 """TALLRec-style CTR scoring: P(Yes) from the Yes and No logits after the prompt.
 
-The prompts of a task share their first ~70 tokens (the Alpaca preamble, the instruction and
-the start of the input); :func:`reusable_prefix` runs them once and :func:`p_yes_batch`
-continues each batch from their key/value cache (:mod:`goracs.evaluate.prefix`)."""
+:func:`score_ctr` scores a test set (AUC, log-loss, accuracy and one line per record). The
+prompts of a task share their first ~70 tokens (the Alpaca preamble, the instruction and the
+start of the input); :func:`reusable_prefix` runs them once and :func:`p_yes_batch` continues
+each batch from their key/value cache (:mod:`goracs.evaluate.prefix`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from goracs.errors import GoracsError
+from goracs.evaluate import metrics as M
+from goracs.evaluate.chunks import chunked
+from goracs.evaluate.context import EvalContext, Scored
 from goracs.evaluate.prefix import CACHE_ERRORS, SharedPrefix, note_plain, prompts_prefix
 from goracs.lm import decoder_and_head, head_logits, torch_dtype
 from goracs.records import render_prompt
@@ -143,3 +148,45 @@ def reusable_prefix(model: Any, tokenizer: Any, prompts: Sequence[str], yes_id: 
         note_plain(f"P(Yes) from the cache differs from a plain pass by {worst:.2g}")
         return None
     return prefix
+
+
+def score_ctr(ctx: EvalContext, labels: np.ndarray) -> Scored:
+    """P(Yes) of every test record of ``ctx`` and the CTR metrics against ``labels`` (0/1,
+    one per record).
+
+    The prompts are scored in length order, ``batch_size`` a pass, in resumable chunks of 8
+    passes under ``ctx.work``; with ``ctx.share_prefix`` the prompt tokens all records share
+    run once (:func:`reusable_prefix`, checked first).
+    """
+    tok = ctx.tokenizer
+    bs = ctx.settings.batch_size
+    yes_id, no_id = answer_token_ids(tok, ctx.records[0])
+    t1 = time.perf_counter()
+    # Set up on the first chunk computed: a run resumed with every chunk done needs none.
+    shared: dict[str, Any] = {}
+
+    def score_chunk(s: int, e: int) -> np.ndarray:
+        if "prefix" not in shared:
+            shared["prefix"] = (reusable_prefix(ctx.model, tok, ctx.prompts, yes_id, no_id,
+                                                ctx.device)
+                                if ctx.share_prefix else None)
+        return np.concatenate([
+            p_yes_batch(ctx.model, tok, ctx.sorted_prompts(a, min(e, a + bs)), yes_id, no_id,
+                        ctx.device, shared["prefix"])
+            for a in range(s, e, bs)])
+
+    parts = chunked(len(ctx), bs * 8, ctx.work / "p_yes", score_chunk, kind="npy",
+                    desc="score ctr", progress=ctx.progress)
+    p_sorted = np.concatenate(parts)
+    p = np.empty_like(p_sorted)
+    p[np.asarray(ctx.order, dtype=np.int64)] = p_sorted
+    scored = Scored(seconds={"score": round(time.perf_counter() - t1, 3)})
+    scored.doc["metrics"] = M.ctr_metrics(labels, p)
+    scored.doc["answer_tokens"] = {"Yes": yes_id, "No": no_id, "Yes_text": tok.decode([yes_id]),
+                                   "No_text": tok.decode([no_id])}
+    for j, i in enumerate(ctx.indices):
+        rec = ctx.records[j]
+        scored.lines.append({"index": int(i), "user": rec.get("user"),
+                             "target": rec.get("target"), "label": int(labels[j]),
+                             "p_yes": float(p[j])})
+    return scored

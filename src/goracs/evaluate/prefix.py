@@ -9,7 +9,8 @@ from that cache expanded to the batch. Positions continue after the prefix and t
 attention mask covers prefix + continuation, so each prompt sees what a plain pass shows it;
 the scores agree with plain ones up to float rounding. Callers check that on a few prompts
 before relying on it and fall back to plain passes when a model's cache cannot be reused
-(:func:`goracs.evaluate.ctr.reusable_prefix`, :func:`goracs.evaluate.seqrec.likelihood_prefix`).
+(:func:`goracs.evaluate.ctr.reusable_prefix`,
+:func:`goracs.evaluate.likelihood.likelihood_prefix`).
 """
 
 from __future__ import annotations

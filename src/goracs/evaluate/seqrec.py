@@ -1,10 +1,14 @@
-"""SeqRec scoring with the LLM. BIGRec grounding: generate an answer, embed it and every item
-title with the LLM's last hidden state at the final token, and rank items by L2 distance.
-Likelihood ranking: the log-probability of each candidate's answer after the prompt."""
+"""SeqRec evaluation with the LLM (:func:`evaluate_seqrec`). BIGRec grounding: generate an
+answer (free, or spelling catalogue titles only), embed it and every item title with the LLM's
+last hidden state at the final token, and rank items by L2 distance, among each record's
+sampled negatives and over the whole catalogue. Likelihood ranking
+(:mod:`goracs.evaluate.likelihood`): the log-probability of each candidate's answer after the
+prompt."""
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,10 +16,13 @@ from typing import Any
 import numpy as np
 
 from goracs.cache import content_key, texts_digest
+from goracs.evaluate import metrics as M
 from goracs.evaluate.chunks import chunked
-from goracs.evaluate.prefix import CACHE_ERRORS, SharedPrefix, note_plain, prompts_prefix
+from goracs.evaluate.constrain import TokenTrie, answer_frame, catalogue_trie
+from goracs.evaluate.context import EvalContext, Scored
+from goracs.evaluate.likelihood import rank_by_likelihood
 from goracs.io import atomic_save_npy
-from goracs.lm import decoder_and_head, torch_dtype
+from goracs.lm import decoder_and_head
 
 
 def clean_generation(text: str) -> str:
@@ -123,158 +130,159 @@ def embed_texts(model: Any, tokenizer: Any, texts: Sequence[str], identity: Mapp
     return states
 
 
-def candidate_tree(prompt_ids: Sequence[int], answers: Sequence[Sequence[int]]
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                              np.ndarray]:
-    """One packed sequence that scores every answer after one shared prompt in one pass.
+def target_title(rec: Mapping[str, Any]) -> str:
+    """The target title: the ``target`` field, else the output without its quotes."""
+    t = rec.get("target")
+    if isinstance(t, str) and t:
+        return t
+    return rec["output"].strip().strip('"').strip()
 
-    The prompt comes once; each answer but its last token follows, with positions restarting
-    where the prompt ends, and attends to the prompt and to its own earlier tokens only, so
-    each answer sees exactly what it would see alone after the prompt.
 
-    Returns
-    -------
-    ids, positions : (T,) int64
-    visible : (T, T) bool
-        ``visible[i, j]``: token ``i`` may attend to token ``j``.
-    rows : (A,) int64
-        For each answer token (all answers concatenated), the packed position whose output
-        predicts it (the prompt's last token for an answer's first token).
-    targets, owner : (A,) int64
-        The answer tokens, and which answer each one belongs to.
+def evaluate_seqrec(ctx: EvalContext, catalogue: Sequence[str], embedding_cache: Path) -> Scored:
+    """Score the SeqRec test records of ``ctx`` against ``catalogue`` (the item titles), by
+    grounding or by likelihood as ``ctx.settings.ranking`` says.
+
+    ``embedding_cache`` keeps the catalogue titles' embeddings across evaluations; the
+    metrics are NDCG@K and HR@K among the sampled negatives (when every record has them) and
+    over the full catalogue (grounding only). The scores also describe the catalogue: its
+    size, its distinct titles and the targets missing from it.
     """
-    p = len(prompt_ids)
-    if p == 0:
-        raise ValueError("the prompt has no tokens")
-    if any(len(a) == 0 for a in answers):
-        raise ValueError("an answer has no tokens")
-    ids = [int(t) for t in prompt_ids]
-    pos = list(range(p))
-    group = [-1] * p
-    rows: list[int] = []
-    targets: list[int] = []
-    owner: list[int] = []
-    for c, ans in enumerate(answers):
-        start = len(ids)
-        body = [int(t) for t in ans[:-1]]
-        ids += body
-        pos += range(p, p + len(body))
-        group += [c] * len(body)
-        rows += [p - 1, *range(start, start + len(body))]
-        targets += [int(t) for t in ans]
-        owner += [c] * len(ans)
-    g = np.asarray(group)
-    n = len(ids)
-    causal = np.tri(n, dtype=bool)
-    same = (g[None, :] == -1) | (g[None, :] == g[:, None])
-    return (np.asarray(ids, dtype=np.int64), np.asarray(pos, dtype=np.int64), causal & same,
-            np.asarray(rows, dtype=np.int64), np.asarray(targets, dtype=np.int64),
-            np.asarray(owner, dtype=np.int64))
+    test = ctx.records
+    catalogue_set = set(catalogue)
+    sampled = all(isinstance(r.get("negatives"), list) for r in test)
+    targets = [target_title(r) for r in test]
+    about = {"items": len(catalogue), "distinct_titles": len(catalogue_set),
+             "targets_missing": sum(1 for t in targets if t not in catalogue_set),
+             "negatives_per_sample": (len(test[0]["negatives"]) if sampled else None)}
+    if ctx.settings.ranking == "likelihood":
+        scored = rank_by_likelihood(ctx, targets)
+    else:
+        scored = _ground(ctx, catalogue, targets, sampled, embedding_cache)
+    scored.doc = {"catalogue": about, **scored.doc}
+    return scored
 
 
-def answer_log_likelihoods(model: Any, tokenizer: Any, prompt: str,
-                           answers: Sequence[Sequence[int]], device: str,
-                           prefix: SharedPrefix | None = None) -> np.ndarray:
-    """log P(answer | prompt) under ``model`` for each answer's token ids (the sum over its
-    tokens, end-of-sequence included if the ids include it), float64 of shape (len(answers),).
-
-    All answers go through the model in one forward pass (:func:`candidate_tree`). With a
-    ``prefix`` the prompt starts with (:func:`likelihood_prefix`), that pass feeds only the
-    tokens after it and continues from its key/value cache; every packed token sees the whole
-    prefix, at the positions it has in a plain pass.
-    """
-    import torch
-
-    from goracs.lm import head_logits
-
-    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    ids, pos, visible, rows, targets, owner = candidate_tree(prompt_ids, answers)
-    start = len(prefix) if prefix is not None and prefix.matches(prompt_ids) else 0
-    decoder, head, cap = decoder_and_head(model)
-    dtype = next(model.parameters()).dtype
-    # Queries are the packed tokens after the prefix; keys are all packed tokens, the prefix's
-    # coming from the cache. The prefix precedes everything, so every query may see it.
-    mask = torch.zeros((1, 1, len(ids) - start, len(ids)), dtype=dtype)
-    mask.masked_fill_(~torch.from_numpy(visible[start:]), torch.finfo(dtype).min)
-    extra: dict[str, Any] = {}
-    if start:
-        assert prefix is not None
-        extra = {"cache": prefix.cache(1), "use_cache": True}
-    with torch.no_grad():
-        hidden = decoder(input_ids=torch.from_numpy(ids[start:])[None].to(device),
-                         attention_mask=mask.to(device),
-                         position_ids=torch.from_numpy(pos[start:])[None].to(device),
-                         **extra).last_hidden_state
-        logits = head_logits(head, hidden[0, torch.from_numpy(rows - start).to(device)], cap)
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        tok_lp = logp[torch.arange(len(rows), device=logp.device),
-                      torch.from_numpy(targets).to(logp.device)]
-    out = np.zeros(len(answers), dtype=np.float64)
-    np.add.at(out, owner, tok_lp.double().cpu().numpy())
-    return out
+def _ground(ctx: EvalContext, catalogue: Sequence[str], targets: Sequence[str], sampled: bool,
+            embedding_cache: Path) -> Scored:
+    """BIGRec grounding: generate, embed, rank by L2 distance; ``sampled`` says whether every
+    record has its negatives."""
+    scored = Scored()
+    if not sampled:
+        print("note: not every test record has 'negatives'; the sampled protocol is skipped",
+              file=sys.stderr)
+    trie = _answer_trie(ctx, catalogue) if ctx.settings.decoding == "catalogue" else None
+    t1 = time.perf_counter()
+    raw, generated = _generate(ctx, trie)
+    scored.seconds["generate"] = round(time.perf_counter() - t1, 3)
+    t2 = time.perf_counter()
+    emb_all, title_pos = _embed_titles(ctx, catalogue, targets, embedding_cache)
+    scored.seconds["embed_titles"] = round(time.perf_counter() - t2, 3)
+    t3 = time.perf_counter()
+    emb_gen = _embed(ctx, generated, ctx.work / "gen-emb", "embed answers")
+    scored.seconds["embed_answers"] = round(time.perf_counter() - t3, 3)
+    t4 = time.perf_counter()
+    rank_full, rank_sampled = _ranks(ctx, emb_gen, emb_all, title_pos, catalogue, targets,
+                                     sampled)
+    scored.seconds["rank"] = round(time.perf_counter() - t4, 3)
+    catalogue_set = set(catalogue)
+    scored.doc["metrics"] = {
+        "sampled": M.ranking_metrics(rank_sampled) if sampled else None,
+        "full": M.ranking_metrics(rank_full),
+        "exact_match": float(np.mean([g == t for g, t in zip(generated, targets, strict=True)])),
+        "answer_in_catalogue": float(np.mean([g in catalogue_set for g in generated])),
+        "distinct_answers": len(set(generated)),
+    }
+    for j, i in enumerate(ctx.indices):
+        scored.lines.append({"index": int(i), "user": ctx.records[j].get("user"),
+                             "target": targets[j], "generated": generated[j],
+                             "generated_raw": raw[j], "rank_sampled": rank_sampled[j],
+                             "rank_full": rank_full[j]})
+    return scored
 
 
-def likelihood_prefix(model: Any, tokenizer: Any, prompts: Sequence[str], probe_prompt: str,
-                      probe_answers: Sequence[Sequence[int]], device: str
-                      ) -> SharedPrefix | None:
-    """The token prefix all ``prompts`` share, run once, if packed scoring from it gives what
-    packed scoring of the whole prompt gives; else None, with a note on stderr.
-
-    The check scores ``probe_answers`` after ``probe_prompt`` (one of ``prompts``) both ways.
-    The log-likelihoods may differ by float rounding only: 1e-3 nats + 1e-5 of their size in
-    float32; in bfloat16 the two ways round differently (as two batch layouts of one pass
-    do), so the check allows 0.5 nats + 5% there, the slack of the packed start-up check.
-
-    Parameters
-    ----------
-    model, tokenizer
-        The causal LM (with its adapter, when one is loaded) and its tokenizer.
-    prompts : sequence of str
-        Every prompt whose candidates will be scored.
-    probe_prompt : str
-        The prompt of the check.
-    probe_answers : sequence of int sequences
-        Answer token ids for the check (a few candidates).
-    device : str
-        Where the model is.
-
-    Returns
-    -------
-    SharedPrefix or None
-    """
-    got_prefix = prompts_prefix(model, tokenizer, prompts, device)
-    if got_prefix is None:
-        return None
-    prefix = got_prefix[0]
-    try:
-        got = answer_log_likelihoods(model, tokenizer, probe_prompt, probe_answers, device,
-                                     prefix)
-    except CACHE_ERRORS as exc:
-        note_plain(f"this model cannot continue from a copied key/value cache: "
-                   f"{type(exc).__name__}: {exc}")
-        return None
-    want = answer_log_likelihoods(model, tokenizer, probe_prompt, probe_answers, device)
-    low = next(model.parameters()).dtype != torch_dtype("fp32")
-    slack = (0.5, 0.05) if low else (1e-3, 1e-5)
-    worst = np.abs(got - want) - (slack[0] + slack[1] * np.abs(want))
-    if not np.all(np.isfinite(got)) or float(np.max(worst)) > 0:
-        note_plain(f"log-likelihoods from the cache differ from a plain packed pass by up to "
-                   f"{float(np.max(np.abs(got - want))):.3g} nats")
-        return None
-    return prefix
+def _answer_trie(ctx: EvalContext, catalogue: Sequence[str]) -> TokenTrie:
+    """The token trie of catalogue decoding, with a note when ``max_new_tokens`` cuts the
+    longest answer short."""
+    trie = catalogue_trie(ctx.tokenizer, ctx.prompts[0], catalogue, answer_frame(ctx.records))
+    longest = max(len(k) for k in trie.sequences()) + 1
+    if ctx.settings.max_new_tokens < longest:
+        print(f"note: the longest catalogue answer takes {longest} tokens, max-new-tokens is "
+              f"{ctx.settings.max_new_tokens}; answers cut short are grounded as text",
+              file=sys.stderr)
+    return trie
 
 
-def alone_log_likelihood(model: Any, tokenizer: Any, prompt: str, answer: Sequence[int],
-                         device: str) -> float:
-    """log P(answer | prompt) from a plain forward pass of the prompt followed by the answer
-    (the reference :func:`answer_log_likelihoods` must agree with)."""
-    import torch
+def _generate(ctx: EvalContext, trie: TokenTrie | None) -> tuple[list[str], list[str]]:
+    """Each record's generated text and the answer read from it, in file order; generation
+    runs in length order, in resumable chunks of 4 batches."""
+    tok, s = ctx.tokenizer, ctx.settings
+    bs = s.batch_size
 
-    base = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    ids = torch.tensor([list(base) + [int(t) for t in answer]], device=device)
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0, len(base) - 1:-1]
-        logp = torch.log_softmax(logits.float(), dim=-1)
-    picked = logp[torch.arange(len(answer), device=logp.device),
-                  torch.tensor([int(t) for t in answer], device=logp.device)]
-    return float(picked.double().sum())
+    def generate_chunk(start: int, end: int) -> list[list[Any]]:
+        rows: list[list[Any]] = []
+        for a in range(start, end, bs):
+            new = generate_ids(ctx.model, tok, ctx.sorted_prompts(a, min(end, a + bs)),
+                               max_new_tokens=s.max_new_tokens, num_beams=s.num_beams,
+                               device=ctx.device,
+                               allowed=None if trie is None else trie.allowed)
+            rows += [[tok.decode(x, skip_special_tokens=True),
+                      None if trie is None else trie.value(x)] for x in new]
+        return rows
+
+    parts = chunked(len(ctx), bs * 4, ctx.work / "generated", generate_chunk, kind="json",
+                    desc="generate", progress=ctx.progress)
+    rows_sorted = [g for part in parts for g in part]
+    raw = [""] * len(ctx)
+    spelt: list[str | None] = [None] * len(ctx)
+    for j, i in enumerate(ctx.order):
+        raw[i], spelt[i] = rows_sorted[j]
+    # A catalogue answer is its title exactly (a title may itself start with a quote, which
+    # clean_generation would strip); free text, or an answer cut short, is cleaned.
+    generated = [t if t is not None else clean_generation(g)
+                 for g, t in zip(raw, spelt, strict=True)]
+    return raw, generated
+
+
+def _embed(ctx: EvalContext, texts: Sequence[str], cache_dir: Path, desc: str) -> np.ndarray:
+    return embed_texts(ctx.model, ctx.tokenizer, texts, ctx.identity, cache_dir,
+                       batch_size=ctx.settings.embed_batch_size, device=ctx.device, desc=desc,
+                       progress=ctx.progress)
+
+
+def _embed_titles(ctx: EvalContext, catalogue: Sequence[str], targets: Sequence[str],
+                  embedding_cache: Path) -> tuple[np.ndarray, dict[str, int]]:
+    """Embeddings of the catalogue's titles (cached in ``embedding_cache``) and of the
+    targets and negatives outside it, and each title's row among them."""
+    titles = sorted(set(catalogue))
+    title_pos = {t: k for k, t in enumerate(titles)}
+    extra = sorted({t for r, tg in zip(ctx.records, targets, strict=True)
+                    for t in [tg, *(r.get("negatives") or [])] if t not in title_pos})
+    emb_titles = _embed(ctx, titles, embedding_cache, "embed titles")
+    if not extra:
+        return emb_titles, title_pos
+    emb_extra = _embed(ctx, extra, ctx.work / "extra", "embed other titles")
+    for t in extra:
+        title_pos[t] = len(title_pos)
+    return np.concatenate([emb_titles, emb_extra]), title_pos
+
+
+def _ranks(ctx: EvalContext, emb_gen: np.ndarray, emb_all: np.ndarray,
+           title_pos: Mapping[str, int], catalogue: Sequence[str], targets: Sequence[str],
+           sampled: bool) -> tuple[list[int | None], list[int | None]]:
+    """Each target's rank by the L2 distance of its title to the answer: over the full
+    catalogue, and among the record's sampled candidates (None without them)."""
+    cat_rows = np.asarray([title_pos[t] for t in catalogue], dtype=np.int64)
+    rank_full: list[int | None] = []
+    rank_sampled: list[int | None] = []
+    d_full = M.l2_distances(emb_gen, emb_all[cat_rows])
+    for j, rec in enumerate(ctx.records):
+        q = emb_gen[j:j + 1]
+        rank_full.append(M.rank_among_titles(d_full[j], catalogue, targets[j]))
+        if sampled:
+            cands = [targets[j], *rec["negatives"]]
+            rows = np.asarray([title_pos[t] for t in cands], dtype=np.int64)
+            d = M.l2_distances(q, emb_all[rows])[0]
+            rank_sampled.append(M.rank_among_titles(d, cands, targets[j]))
+        else:
+            rank_sampled.append(None)
+    return rank_full, rank_sampled

@@ -98,8 +98,8 @@ class TrainSettings:
 
 
 PRESETS: dict[str, TrainSettings] = {
-    # resources.md, measured on 2 CPU cores with SmolLM2: answer-only loss at lr 1e-3 is what
-    # makes a 135M model learn from 64 CTR samples (AUC 0.547 -> 0.715); ~90 s an epoch.
+    # For 2 CPU cores with SmolLM2: answer-only loss at lr 1e-3 is what lets a
+    # 135M model learn from 64 CTR samples; about 90 s an epoch.
     "cpu-small": TrainSettings(),
     # The reference's LoRA settings (method.md section 6) for a GPU machine: whole-text loss,
     # lr 1e-4, effective batch 128 in micro-batches of 4, 512-token cutoff, 20 warm-up steps,
