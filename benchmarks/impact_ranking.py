@@ -22,7 +22,7 @@ from scipy.stats import spearmanr
 from goracs.select.cost import poo_cost
 from goracs.select.greedy import greedy_init
 from goracs.select.marginal import _two_smallest
-from goracs.select.ot import TransportState
+from goracs.select.transport import TransportState
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bench-ml1m"
 

@@ -1,8 +1,11 @@
-"""The Selector contract shared by GORACS and every baseline.
+"""The Selector contract shared by GORACS and every baseline (scikit-learn style).
 
-Hyper-parameters go to ``__init__``; ``fit(data)`` does the work and returns ``self``;
-results sit in trailing-underscore attributes (``indices_``, ``objective_``, ``trace_``,
-``seconds_``, ``info_``). ``result()`` packs them into a :class:`SelectionResult`.
+Hyper-parameters go to ``__init__``, which stores each one unchanged under its own name;
+``get_params()`` returns them and ``set_params(**kw)`` changes them. ``fit(data)`` checks the
+hyper-parameters and the data, does the work and returns ``self``; what it found sits in
+trailing-underscore attributes (``params_``, ``indices_``, ``objective_``, ``trace_``,
+``seconds_``, ``info_``). ``result()`` packs them into a :class:`SelectionResult`, the
+manifest ``selection.json`` holds.
 """
 
 from __future__ import annotations
@@ -129,20 +132,25 @@ class SelectionResult:
 class Selector(ABC):
     """Base class: pick ``budget`` training samples from a pool.
 
-    Subclasses set ``name``, ``requires`` (fields of :class:`SelectionData` they need) and
+    Subclasses set ``name`` and ``requires`` (the fields of :class:`SelectionData` they need,
+    ``scores.<name>`` for a score; a property where a hyper-parameter names the source) and
     implement ``_select``, which must set ``self.indices_`` (and may set ``objective_``,
-    ``trace_`` and ``info_``), timing its stages with ``self._stage(name)``.
+    ``trace_`` and ``info_``), timing its stages with ``self._stage(name)``. A subclass with
+    hyper-parameters stores them as given in ``__init__``, checks them in
+    ``_validate_params`` and ends its ``__init__`` with a call to it: ``fit`` checks them
+    again, but a bad value should stop a command or an experiment config before any work.
     """
 
     name: ClassVar[str]
-    requires: ClassVar[tuple[str, ...]] = ()
+    requires: tuple[str, ...] = ()
 
     def __init__(self, budget: int, seed: int = 0) -> None:
         self.budget = budget
         self.seed = seed
 
     def get_params(self) -> dict[str, Any]:
-        """The constructor arguments as given (scikit-learn style)."""
+        """The hyper-parameters as given: the constructor arguments of the class and of the
+        classes it derives from (an ablation reports the values it fixes)."""
         params: dict[str, Any] = {}
         for cls in type(self).__mro__:
             if cls is object:
@@ -151,6 +159,30 @@ class Selector(ABC):
                 if pname not in ("self", "args", "kwargs") and hasattr(self, pname):
                     params.setdefault(pname, getattr(self, pname))
         return params
+
+    def set_params(self, **params: Any) -> Selector:
+        """Change hyper-parameters that :meth:`get_params` reports; a bad value is refused
+        with one line and leaves every hyper-parameter as it was. Returns ``self``."""
+        known = self.get_params()
+        for key in params:
+            if key not in known:
+                raise GoracsError(f"method {self.name!r} has no parameter {key!r}")
+        before = {key: known[key] for key in params}
+        for key, value in params.items():
+            setattr(self, key, value)
+        try:
+            self._validate_params()
+        except GoracsError:
+            for key, value in before.items():
+                setattr(self, key, value)
+            raise
+        return self
+
+    def _validate_params(self) -> dict[str, Any]:
+        """Check the hyper-parameters (the checks that need no data), each fault a one-line
+        :class:`GoracsError`; return, by name, the value the selection uses for each one a
+        check normalises (a float for an int given, say). The base class has none."""
+        return {}
 
     @contextmanager
     def _stage(self, stage: str) -> Iterator[None]:
@@ -161,6 +193,8 @@ class Selector(ABC):
             self.seconds_[stage] = self.seconds_.get(stage, 0.0) + time.perf_counter() - t0
 
     def fit(self, data: SelectionData) -> Selector:
+        # the hyper-parameters as the selection uses them, and as ``result()`` records them
+        self.params_: dict[str, Any] = {**self.get_params(), **self._validate_params()}
         data.validate(self.requires)
         n = data.n_train
         if not isinstance(self.budget, (int, np.integer)) or self.budget <= 0:
@@ -191,7 +225,7 @@ class Selector(ABC):
             indices=self.indices_,
             poo=self.objective_,
             trace=list(self.trace_),
-            params={k: _jsonable(v) for k, v in self.get_params().items()},
+            params={k: _jsonable(v) for k, v in self.params_.items()},
             seconds=dict(self.seconds_),
             info=dict(self.info_),
         )

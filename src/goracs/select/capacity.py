@@ -7,7 +7,7 @@ after those few picks: every remaining candidate then gains exactly zero, and a 
 can only take candidates in index order (in a time-ordered pool, the oldest samples).
 
 POO gives every coreset sample the same share, 1/n, of the mass. Scaled to integers as in
-:mod:`goracs.select.ot` (p = V/g units per coreset row, q = n/g per validation column,
+:mod:`goracs.select.transport` (p = V/g units per coreset row, q = n/g per validation column,
 g = gcd(n, V)), the picks made so far define the partial transport
 
     PT(S) = min sum_ij C_ij x_ij   s.t.  sum_j x_ij = p  (i in S),   sum_i x_ij <= q  (all j),
@@ -45,7 +45,8 @@ import math
 import numba
 import numpy as np
 
-from goracs.select.ot import TransportState, _heap_pop, _heap_update, _push_path
+from goracs.select._kernels import _heap_pop, _heap_update, _push_path
+from goracs.select.transport import TransportState
 
 # A row is sorted again at current prices once its scans have visited RESORT_VISITS * V
 # columns since its last sort (about what a sort costs).
@@ -276,7 +277,8 @@ class PartialTransport:
         q = n/g (g = gcd(n, V)).
 
     Rows are added with :meth:`add`; after each addition the integer plan (stored by column
-    as in :class:`~goracs.select.ot.TransportState`) and the duals ``u``, ``v`` are optimal.
+    as in :class:`~goracs.select.transport.TransportState`) and the duals ``u``, ``v`` are
+    optimal.
     """
 
     def __init__(self, cost: np.ndarray, n: int) -> None:

@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from goracs.cache import path_fingerprint
 from goracs.checks import (
     arg_count_or_none,
@@ -17,15 +15,24 @@ from goracs.checks import (
     arg_int,
     arg_seed,
     check_json_depth,
-    real_array,
 )
 from goracs.errors import GoracsError
-from goracs.io import atomic_write_json, load_array, loads_json, read_json
+from goracs.io import loads_json
 from goracs.outputs import OutputPlace
-from goracs.prepared import SELECTION_ARRAYS, features_match, folder_inputs
-from goracs.records import check_task, load_records, read_task
-from goracs.select import GORACS, SelectionData, available_methods, get_selector
-from goracs.select.defaults import TASK_LAMBDA
+from goracs.prepared import FEATURES_DIR, SELECTION_ARRAYS
+from goracs.records import load_records
+from goracs.select import available_methods, get_selector
+from goracs.select.defaults import default_lambda
+from goracs.select.io import (
+    CORESET_FILE,
+    SELECTION_FILE,
+    check_features,
+    check_pool,
+    folder_task,
+    load_selection_data,
+    selection_files,
+    write_selection,
+)
 
 # CLI flag -> constructor argument, passed when the chosen method's constructor takes it.
 _METHOD_FLAGS = {
@@ -145,125 +152,47 @@ def build_selector(args: argparse.Namespace) -> Any:
         raise GoracsError(f"bad parameters for {args.method}: {exc}") from None
 
 
-def load_selection_data(args: argparse.Namespace) -> SelectionData:
-    def opt(path: str | None) -> np.ndarray | None:
-        return None if path is None else load_array(path)
-
-    scores = {k: load_array(v) for k, v in _parse_kv(args.score, "--score").items()}
-    data = SelectionData(
-        train_emb=opt(args.train_emb),
-        valid_emb=opt(args.valid_emb),
-        grad_norms=opt(args.grad_norms),
-        train_labels=opt(args.train_labels),
-        valid_labels=opt(args.valid_labels),
-        scores=scores,
-    )
-    check_selection_arrays(data)
-    return data
-
-
-#: Largest embedding value accepted: the cost matrix is a float32 product of embeddings, which
-#: must not overflow.
-MAX_EMBEDDING = 1e15
-
-
-def check_selection_arrays(data: SelectionData) -> None:
-    """Check every array's rank and real dtype after the cast selection applies (float32
-    embeddings, float64 gradient norms and scores, int64 labels), one line per fault; the
-    labels are replaced by their int64 cast."""
-    for name in ("train_emb", "valid_emb"):
-        arr = getattr(data, name)
-        if arr is not None:
-            real_array(arr, f"--{name.replace('_', '-')}", ndim=2, dtype=np.float32,
-                       max_abs=MAX_EMBEDDING)
-    if data.grad_norms is not None:
-        real_array(data.grad_norms, "--grad-norms", ndim=1, non_negative=True)
-    for name in ("train_labels", "valid_labels"):
-        arr = getattr(data, name)
-        if arr is not None:
-            setattr(data, name, real_array(arr, f"--{name.replace('_', '-')}", ndim=1,
-                                           dtype=np.int64))
-    for key, arr in data.scores.items():
-        real_array(arr, f"--score {key}", ndim=1)
-
-
-_ARRAY_FLAGS = SELECTION_ARRAYS
-
-
-def _folder_task(data_dir: Path, given: str | None) -> str:
-    """The task of a prepared folder: the one its ``meta.json`` names, or ``--task`` where it
-    names none (a ``--dataset json`` folder); the two must agree when both are there."""
-    if given is None:
-        return read_task(data_dir)
-    task = check_task(given, "--task")
-    if (data_dir / "meta.json").is_file():
-        meta = read_json(data_dir / "meta.json")
-        named = meta.get("task") if isinstance(meta, dict) else None
-        if named is not None and named != task:
-            raise GoracsError(f"--task {task}: {data_dir}/meta.json names the {named} task")
-    return task
-
-
-def _use_prepared_folder(args: argparse.Namespace) -> tuple[Path, str]:
-    """Point the array flags at DIR/features/*.npy, and add DIR/features/el2n.npy and
-    influence.npy (when there) as scores unless ``--score`` names them already; returns the
-    folder and its task."""
-    data_dir = Path(args.data)
-    task = _folder_task(data_dir, args.task)
-    feats = data_dir / "features"
-    if not (feats / "features.json").is_file():
-        raise GoracsError(f"{data_dir}: no computed features (run `goracs features {data_dir}`)")
-    # the features must come from this folder's records, for this task (not just as many rows)
-    features_match(data_dir, task)
-    given = [f for f in _ARRAY_FLAGS if getattr(args, f) is not None]
-    if given:
-        raise GoracsError(f"--data takes its arrays from {feats}; drop --"
-                          f"{given[0].replace('_', '-')}")
-    arrays, scores = folder_inputs(data_dir)
-    if args.embedding == "llm":
-        llm = {f: feats / f"llm_{f}.npy" for f in ("train_emb", "valid_emb")}
-        absent = [p for p in llm.values() if not p.is_file()]
-        if absent:
-            raise GoracsError(f"--embedding llm: {absent[0]} not found (run `goracs features "
-                              f"{data_dir} --embedding both`)")
-        arrays.update(llm)
-    for flag, path in arrays.items():
-        setattr(args, flag, str(path))
-    named = _parse_kv(args.score, "--score")
-    args.score = [*args.score, *(f"{k}={p}" for k, p in scores.items() if k not in named)]
-    return data_dir, task
-
-
 def cmd_select(args: argparse.Namespace) -> int:
     if args.budget <= 0:
         raise GoracsError(f"budget must be a positive integer, got {args.budget}")
+    named_scores = _parse_kv(args.score, "--score")
+    arrays: dict[str, str | None] = {f: getattr(args, f) for f in SELECTION_ARRAYS}
     # the output folder before any work: a selection is never thrown away at the end
-    named_inputs = [args.data, *(getattr(args, f) for f in _ARRAY_FLAGS),
-                    *_parse_kv(args.score, "--score").values()]
-    place = OutputPlace(args.out, "select", inputs=named_inputs).check()
-    data_dir = task = None
+    place = OutputPlace(args.out, "select",
+                        inputs=[args.data, *arrays.values(), *named_scores.values()]).check()
     if args.embedding != "default" and args.data is None:
         raise GoracsError("--embedding llm goes with --data (give --train-emb/--valid-emb "
                           "otherwise)")
     if args.task is not None and args.data is None:
         raise GoracsError("--task goes with --data")
+    scores = named_scores
+    data_dir = task = None
     if args.data is not None:
-        data_dir, task = _use_prepared_folder(args)
-    if args.lam is None and issubclass(get_selector(args.method), GORACS):
-        args.lam = TASK_LAMBDA.get(task or "", 0.5)
+        data_dir = Path(args.data)
+        task = folder_task(data_dir, args.task)
+        check_features(data_dir, task)
+        given = [f for f in SELECTION_ARRAYS if arrays[f] is not None]
+        if given:
+            raise GoracsError(f"--data takes its arrays from {data_dir / FEATURES_DIR}; drop --"
+                              f"{given[0].replace('_', '-')}")
+        files, folder_scores = selection_files(data_dir, args.embedding)
+        arrays = {f: None if f not in files else str(files[f]) for f in SELECTION_ARRAYS}
+        # a score the user names wins over the folder's
+        scores = {**named_scores, **{k: str(p) for k, p in folder_scores.items()
+                                     if k not in named_scores}}
+    if args.lam is None:
+        args.lam = default_lambda(get_selector(args.method), task)
     selector = build_selector(args)
-    data = load_selection_data(args)
-    inputs: dict[str, Any] = {k: getattr(args, k) for k in _ARRAY_FLAGS}
-    if args.score:
-        inputs["scores"] = _parse_kv(args.score, "--score")
+    data = load_selection_data(arrays, scores)
+    inputs: dict[str, Any] = dict(arrays)
+    if scores:
+        inputs["scores"] = scores
     extra: dict[str, Any] = {"inputs": inputs}
     records = None
     if data_dir is not None:
         records = load_records(data_dir / "train.json")
-        if len(records) != data.n_train:
-            raise GoracsError(f"{data_dir}/train.json does not match its features "
-                              f"({data.n_train} rows); rerun `goracs features`")
-        extra.update(data=str(data_dir), task=task, coreset="coreset.json",
+        check_pool(records, data.n_train, data_dir, "; rerun `goracs features`")
+        extra.update(data=str(data_dir), task=task, coreset=CORESET_FILE,
                      train_digest=path_fingerprint(data_dir / "train.json"))
     try:
         selector.fit(data)
@@ -271,16 +200,10 @@ def cmd_select(args: argparse.Namespace) -> int:
         raise GoracsError(f"{args.method}: {exc}") from None
     manifest = selector.result().to_json()
     manifest.update(extra)
-    # written beside the output folder, the manifest last, then swapped in whole: an earlier
-    # selection there goes with every file of it (no stale coreset.json stays)
-    part = place.begin()
-    if records is not None:
-        atomic_write_json(part / "coreset.json", [records[i] for i in manifest["indices"]])
-    atomic_write_json(part / "selection.json", manifest)
-    place.commit()
+    write_selection(place, manifest, records)
     poo = manifest.get("poo")
     poo_txt = "" if poo is None else f", POO {poo:.5f}"
     print(f"selected {manifest['budget']} of {data.n_train} with {manifest['method']}{poo_txt} "
-          f"in {manifest['seconds']['total']:.1f} s -> {Path(args.out) / 'selection.json'}",
+          f"in {manifest['seconds']['total']:.1f} s -> {Path(args.out) / SELECTION_FILE}",
           file=sys.stderr)
     return 0

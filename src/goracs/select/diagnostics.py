@@ -9,6 +9,10 @@ differently balanced:
   per-class split, so it means the same for every method);
 - ``grad_norm_ratio``: the coreset's mean gradient norm over the pool's;
 - ``positive_rate``: the share of label-1 samples in the coreset (binary tasks such as CTR).
+
+The experiment computes them once, when it writes a selection, on the default embeddings of
+the folder's features (whichever embeddings the method selected on), and stores them in the
+manifest as ``"diagnostics"`` (:func:`selection_diagnostics`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 from scipy.spatial.distance import cdist
 
 from goracs.errors import GoracsError
+from goracs.select.base import SelectionData
 from goracs.select.ot import exact_ot
 
 
@@ -48,3 +53,12 @@ def coreset_stats(
     if train_labels is not None:
         out["positive_rate"] = float(np.mean(np.asarray(train_labels)[idx] == 1))
     return out
+
+
+def selection_diagnostics(indices: np.ndarray, data: SelectionData) -> dict[str, float | None]:
+    """:func:`coreset_stats` of the pool rows ``indices`` on ``data`` (its embeddings,
+    gradient norms and training labels); empty when either embedding is absent."""
+    if data.train_emb is None or data.valid_emb is None:
+        return {}
+    return coreset_stats(np.asarray(indices, dtype=np.int64), data.train_emb, data.valid_emb,
+                         data.grad_norms, data.train_labels)

@@ -9,12 +9,18 @@ import numpy as np
 
 from goracs.errors import GoracsError
 from goracs.select.base import SelectionData, Selector, register
-from goracs.select.baselines.params import check_int, check_real
 from goracs.select.cost import poo_cost
 from goracs.select.greedy import SATURATION_RULES, STOP_RULES, greedy_select, relaxed_objective
 from goracs.select.medoid import alternate
-from goracs.select.ot import TransportState
+from goracs.select.params import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_optional_int,
+    check_real,
+)
 from goracs.select.refine import refine
+from goracs.select.transport import TransportState
 
 # Medoid rounds stop once one lowers POO by less than this share.
 MEDOID_TOL = 1e-3
@@ -99,38 +105,32 @@ class GORACS(Selector):
         self.time_limit = time_limit
         self.per_class = per_class
         self.saturation = saturation
-        self._check_settings()
+        self._validate_params()
 
-    def _check_settings(self) -> None:
-        """The checks that need no data, run at construction (as the baselines do), so that a
-        bad value stops a CLI call or an experiment config before any work."""
+    def _validate_params(self) -> dict[str, Any]:
+        """Check every hyper-parameter; the selection uses them as given (none is recorded
+        otherwise)."""
         check_real("lambda", self.lam)
         check_int("candidates", self.candidates)
         check_int("medoid-rounds", self.medoid_rounds, 0)
-        for name, value, low in (("patience", self.patience, 1),       # None: no limit
-                                 ("max-iters", self.max_iters, 0),
-                                 ("swaps-per-round", self.swaps_per_round, 1)):
-            if value is not None:
-                check_int(name, value, low)
+        check_optional_int("patience", self.patience, 1)  # None: no limit
+        check_optional_int("max-iters", self.max_iters, 0)
+        check_optional_int("swaps-per-round", self.swaps_per_round, 1)
         check_real("tol", self.tol, 0.0, 1.0, high_open=True)
         if self.time_limit is not None and check_real("time-limit", self.time_limit) == 0:
             raise GoracsError(f"time-limit must be a number > 0, got {self.time_limit!r}")
-        if self.init_stop not in STOP_RULES:
-            raise GoracsError(f"init-stop must be one of {', '.join(STOP_RULES)}")
-        if self.saturation not in SATURATION_RULES:
-            raise GoracsError(f"saturation must be one of {', '.join(SATURATION_RULES)}, got "
-                              f"{self.saturation!r}")
-        for name in ("refine_steps", "per_class"):
-            if not isinstance(getattr(self, name), bool):
-                raise GoracsError(f"{name.replace('_', '-')} must be true or false, got "
-                                  f"{getattr(self, name)!r}")
+        check_choice("init-stop", self.init_stop, STOP_RULES)
+        check_choice("saturation", self.saturation, SATURATION_RULES, show=True)
+        check_bool("refine-steps", self.refine_steps)
+        check_bool("per-class", self.per_class)
+        return {}
 
-    def _check_params(self, data: SelectionData) -> None:
+    def _check_inputs(self, data: SelectionData) -> None:
         if self.lam > 0 and data.grad_norms is None:
             raise GoracsError("lambda > 0 needs gradient norms (--grad-norms)")
 
     def _select(self, data: SelectionData) -> None:
-        self._check_params(data)
+        self._check_inputs(data)
         assert data.train_emb is not None and data.valid_emb is not None
         if data.train_labels is None or not self.per_class:
             out = self._run_itra(data.train_emb, data.valid_emb, data.grad_norms, self.budget)
@@ -304,7 +304,11 @@ class GORACSIndividual(Selector):
     def __init__(self, budget: int, seed: int = 0, lam: float = 0.5) -> None:
         super().__init__(budget, seed)
         self.lam = lam
-        check_real("lambda", lam)
+        self._validate_params()
+
+    def _validate_params(self) -> dict[str, Any]:
+        check_real("lambda", self.lam)
+        return {}
 
     def _select(self, data: SelectionData) -> None:
         assert data.train_emb is not None and data.valid_emb is not None

@@ -187,23 +187,6 @@ def greedy_init(cost: np.ndarray, n: int, stop: str = "exact",
     return greedy_select(cost, n, stop=stop, saturation=saturation).indices
 
 
-def naive_greedy(cost: np.ndarray, n: int) -> np.ndarray:
-    """The plain greedy loop (every gain recomputed at every step); for checking ``greedy_init``."""
-    first = int(np.argmin(_row_sums(cost)))
-    best = cost[first].astype(np.float64)
-    picks = [first]
-    chosen = np.zeros(cost.shape[0], dtype=bool)
-    chosen[first] = True
-    while len(picks) < n:
-        gains = _all_gains(cost, best)
-        gains[chosen] = -np.inf
-        e = int(np.argmax(gains))
-        picks.append(e)
-        chosen[e] = True
-        np.minimum(best, cost[e], out=best)
-    return np.array(picks, dtype=np.int64)
-
-
 def relaxed_objective(cost: np.ndarray, indices: np.ndarray) -> float:
     """G(S) = mean over validation columns of the cheapest cost within S."""
     return float(np.mean(np.min(cost[np.asarray(indices)], axis=0), dtype=np.float64))

@@ -90,10 +90,3 @@ def marginal_impact(
     b1, b2, a1 = _two_smallest(cost, idx, np.asarray(duals, dtype=np.float64))
     r_small = math.ceil(nv / n_sel)
     return _impacts(cost, which, slot_of_row, b1, b2, a1, r_small, float(n_sel))
-
-
-def impact_function(d: np.ndarray, t: np.ndarray, n_sel: int) -> np.ndarray:
-    """The concave function t -> t/|S| + (1/V) sum_j min(d_j - t, 0), for checks and plots."""
-    d = np.asarray(d, dtype=np.float64)
-    t = np.asarray(t, dtype=np.float64)
-    return t / n_sel + np.minimum(d[None, :] - t[:, None], 0.0).sum(axis=1) / d.shape[0]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from goracs.select.ot import TransportState
+from goracs.select.transport import TransportState
 
 
 @numba.njit(parallel=True, cache=True)

@@ -3,8 +3,8 @@
 Each round scores all samples by marginal impact under the current duals, takes the c coreset
 samples whose removal promises most and the c outside samples whose addition promises most,
 and tries the c*c swaps in order of promise, each by exact re-optimisation of the transport
-plan (:class:`~goracs.select.ot.TransportState`). A swap that lowers POO is accepted at once.
-With ``swaps_per_round=1`` a round ends at its first accepted swap (the reference's loop);
+plan (:class:`~goracs.select.transport.TransportState`). A swap that lowers POO is accepted at
+once. With ``swaps_per_round=1`` a round ends at its first accepted swap (the reference's loop);
 by default it goes on down the list, skipping pairs whose samples already moved, so the
 marginal impacts, one pass over the cost matrix, are recomputed far less often than swaps are
 accepted. Refinement stops after ``max_iters`` accepted swaps, when a whole round improves
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from goracs.select.marginal import marginal_impact
-from goracs.select.ot import TransportState
+from goracs.select.transport import TransportState
 
 # A swap must lower POO by more than this to count: guards against accepting rounding noise.
 _TOL = 1e-12

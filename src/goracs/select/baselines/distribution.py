@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from goracs.select.base import SelectionData, Selector, register
@@ -12,8 +14,8 @@ from goracs.select.baselines.geometry import (
     row_norms_sq,
     sq_dists_to,
 )
-from goracs.select.baselines.params import check_int
 from goracs.select.baselines.strata import draw_within, proportional_allocation
+from goracs.select.params import check_int
 
 
 @register
@@ -118,14 +120,19 @@ class StratifiedClusters(Selector):
     def __init__(self, budget: int, seed: int = 0, n_clusters: int = 16,
                  max_iter: int = 100) -> None:
         super().__init__(budget, seed)
-        self.n_clusters = check_int("n_clusters", n_clusters)
-        self.max_iter = check_int("max_iter", max_iter)
+        self.n_clusters = n_clusters
+        self.max_iter = max_iter
+        self._validate_params()
+
+    def _validate_params(self) -> dict[str, Any]:
+        return {"n_clusters": check_int("n_clusters", self.n_clusters),
+                "max_iter": check_int("max_iter", self.max_iter)}
 
     def _select(self, data: SelectionData) -> None:
         x = as_points(data.train_emb)
-        k = min(self.n_clusters, x.shape[0])
+        k = min(self.params_["n_clusters"], x.shape[0])
         with self._stage("cluster"):
-            labels, _ = kmeans(x, k, self.seed, self.max_iter)
+            labels, _ = kmeans(x, k, self.seed, self.params_["max_iter"])
         with self._stage("draw"):
             sizes = np.bincount(labels, minlength=k)
             alloc = proportional_allocation(sizes, self.budget)

@@ -2,22 +2,23 @@
 
 Scores follow one convention: higher means harder (larger gradient norm, larger error), and
 "hard pruning" removes the highest. A score source is ``grad_norms`` or ``scores.<name>``
-(an entry of :attr:`SelectionData.scores`); a selector that reads a configurable source sets
-its instance ``requires`` from it, so :meth:`Selector.fit` checks the right input.
+(an entry of :attr:`SelectionData.scores`); a selector that reads a configurable source
+derives ``requires`` from it (a property), so :meth:`Selector.fit` checks the right input.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from typing import Any
 
 import numpy as np
 
 from goracs.errors import GoracsError
 from goracs.select.base import SelectionData, Selector, register
 from goracs.select.baselines.geometry import as_points, knn, progress_bar
-from goracs.select.baselines.params import check_int, check_real, check_source, score_from
 from goracs.select.baselines.strata import coverage_allocation, draw_within, score_strata
+from goracs.select.params import check_int, check_real, check_source, score_from
 
 
 def top_scores(score: np.ndarray, n: int) -> np.ndarray:
@@ -106,26 +107,35 @@ class CCS(Selector):
     """
 
     name = "ccs"
-    requires = ("grad_norms",)
 
     def __init__(self, budget: int, seed: int = 0, beta: float = 0.1, n_strata: int = 50,
                  score: str = "grad_norms") -> None:
         super().__init__(budget, seed)
-        self.beta = check_real("beta", beta, 0.0, 1.0, high_open=True)
-        self.n_strata = check_int("n_strata", n_strata)
-        self.score = check_source("score", score)
-        self.requires = (self.score,)
+        self.beta = beta
+        self.n_strata = n_strata
+        self.score = score
+        self._validate_params()
+
+    @property
+    def requires(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (self.score,)
+
+    def _validate_params(self) -> dict[str, Any]:
+        return {"beta": check_real("beta", self.beta, 0.0, 1.0, high_open=True),
+                "n_strata": check_int("n_strata", self.n_strata),
+                "score": check_source("score", self.score)}
 
     def _select(self, data: SelectionData) -> None:
+        p = self.params_
         with self._stage("stratify"):
             rng = np.random.default_rng(self.seed)
             idx, self.strata_, budgets = coverage_stratified(
-                score_from(data, self.score), self.budget, self.n_strata, self.beta, rng)
+                score_from(data, p["score"]), self.budget, p["n_strata"], p["beta"], rng)
         self.indices_ = idx
         self.info_["pruned"] = int(np.count_nonzero(self.strata_ < 0))
         self.info_["strata_sizes"] = [int(c) for c in
                                       np.bincount(self.strata_[self.strata_ >= 0],
-                                                  minlength=self.n_strata)]
+                                                  minlength=p["n_strata"])]
         self.info_["strata_budgets"] = [int(b) for b in budgets]
 
 
@@ -164,31 +174,41 @@ class D2Pruning(Selector):
     """
 
     name = "d2pruning"
-    requires = ("train_emb", "grad_norms")
 
     def __init__(self, budget: int, seed: int = 0, n_neighbors: int = 10, gamma_f: float = 1.0,
                  gamma_r: float = 1.0, difficulty: str = "grad_norms") -> None:
         super().__init__(budget, seed)
-        self.n_neighbors = check_int("n_neighbors", n_neighbors)
-        self.gamma_f = check_real("gamma_f", gamma_f)
-        self.gamma_r = check_real("gamma_r", gamma_r)
-        self.difficulty = check_source("difficulty", difficulty)
-        self.requires = ("train_emb", self.difficulty)
+        self.n_neighbors = n_neighbors
+        self.gamma_f = gamma_f
+        self.gamma_r = gamma_r
+        self.difficulty = difficulty
+        self._validate_params()
+
+    @property
+    def requires(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("train_emb", self.difficulty)
+
+    def _validate_params(self) -> dict[str, Any]:
+        return {"n_neighbors": check_int("n_neighbors", self.n_neighbors),
+                "gamma_f": check_real("gamma_f", self.gamma_f),
+                "gamma_r": check_real("gamma_r", self.gamma_r),
+                "difficulty": check_source("difficulty", self.difficulty)}
 
     def _select(self, data: SelectionData) -> None:
-        s0 = score_from(data, self.difficulty)
+        p = self.params_
+        s0 = score_from(data, p["difficulty"])
         x = as_points(data.train_emb)
         n_pool = x.shape[0]
         with self._stage("knn"):
-            nbrs, dists = knn(x, min(self.n_neighbors, n_pool - 1))
+            nbrs, dists = knn(x, min(p["n_neighbors"], n_pool - 1))
             indptr, cols, dist = symmetric_knn_graph(nbrs, dists)
             rows = np.repeat(np.arange(n_pool), np.diff(indptr))
         with self._stage("forward"):
-            msg = np.exp(-self.gamma_f * dist) * s0[cols]
+            msg = np.exp(-p["gamma_f"] * dist) * s0[cols]
             score = s0 + np.bincount(rows, weights=msg, minlength=n_pool)
         self.forward_scores_ = score.copy()
         with self._stage("select"):
-            w_rev = np.exp(-self.gamma_r * dist)
+            w_rev = np.exp(-p["gamma_r"] * dist)
             self.indices_ = _reverse_select(score, indptr, cols, w_rev, self.budget)
         self.scores_ = score
 
@@ -245,27 +265,39 @@ class DEALRec(Selector):
     """
 
     name = "dealrec"
-    requires = ("scores.influence", "grad_norms")
 
     def __init__(self, budget: int, seed: int = 0, lam: float = 1.0, n_groups: int = 50,
                  hard_prune: float = 0.0, influence: str = "scores.influence",
                  effort: str = "grad_norms") -> None:
         super().__init__(budget, seed)
-        self.lam = check_real("lam", lam)
-        self.n_groups = check_int("n_groups", n_groups)
-        self.hard_prune = check_real("hard_prune", hard_prune, 0.0, 1.0, high_open=True)
-        self.influence = check_source("influence", influence)
-        self.effort = check_source("effort", effort)
-        self.requires = tuple(dict.fromkeys((self.influence, self.effort)))
+        self.lam = lam
+        self.n_groups = n_groups
+        self.hard_prune = hard_prune
+        self.influence = influence
+        self.effort = effort
+        self._validate_params()
+
+    @property
+    def requires(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(dict.fromkeys((self.influence, self.effort)))
+
+    def _validate_params(self) -> dict[str, Any]:
+        return {"lam": check_real("lam", self.lam),
+                "n_groups": check_int("n_groups", self.n_groups),
+                "hard_prune": check_real("hard_prune", self.hard_prune, 0.0, 1.0,
+                                         high_open=True),
+                "influence": check_source("influence", self.influence),
+                "effort": check_source("effort", self.effort)}
 
     def _select(self, data: SelectionData) -> None:
+        p = self.params_
         with self._stage("score"):
-            overall = (_minmax(score_from(data, self.influence))
-                       + self.lam * _minmax(score_from(data, self.effort)))
+            overall = (_minmax(score_from(data, p["influence"]))
+                       + p["lam"] * _minmax(score_from(data, p["effort"])))
         with self._stage("stratify"):
             rng = np.random.default_rng(self.seed)
             idx, self.strata_, budgets = coverage_stratified(
-                overall, self.budget, self.n_groups, self.hard_prune, rng)
+                overall, self.budget, p["n_groups"], p["hard_prune"], rng)
         self.indices_ = idx
         self.overall_ = overall
         self.info_["groups_drawn"] = int(np.count_nonzero(budgets))

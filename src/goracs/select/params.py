@@ -1,4 +1,9 @@
-"""Checks of baseline hyper-parameters and score sources, failing with one-line GoracsErrors."""
+"""Checks of selector hyper-parameters and score sources, failing with one-line GoracsErrors.
+
+Every selector (the GORACS engine and the baselines) checks its hyper-parameters with these in
+``fit``, and at construction too, so that a bad value stops a command or an experiment config
+before any work (see :class:`goracs.select.base.Selector`).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,11 @@ def check_int(name: str, value: object, low: int = 1) -> int:
     return int(value)
 
 
+def check_optional_int(name: str, value: object, low: int = 1) -> int | None:
+    """``value`` as an int >= ``low``, or None (no limit)."""
+    return None if value is None else check_int(name, value, low)
+
+
 def check_real(name: str, value: object, low: float = 0.0, high: float = np.inf,
                high_open: bool = False) -> float:
     """``value`` as a finite float in [low, high] (or [low, high) when ``high_open``)."""
@@ -26,6 +36,21 @@ def check_real(name: str, value: object, low: float = 0.0, high: float = np.inf,
         bracket = ")" if high_open else "]"
         raise GoracsError(f"{name} must be a number in [{low}, {high}{bracket}, got {value!r}")
     return v
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` when it is True or False."""
+    if not isinstance(value, bool):
+        raise GoracsError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...], show: bool = False) -> str:
+    """``value`` when it is one of ``choices`` (``show``: the message quotes the value too)."""
+    if value not in choices:
+        got = f", got {value!r}" if show else ""
+        raise GoracsError(f"{name} must be one of {', '.join(choices)}{got}")
+    return str(value)
 
 
 def check_source(name: str, value: object) -> str:
@@ -40,7 +65,7 @@ def check_source(name: str, value: object) -> str:
 def score_from(data: SelectionData, source: str) -> np.ndarray:
     """The per-training-sample score a source names, as a 1-D float64 array."""
     arr = data.grad_norms if source == "grad_norms" else data.scores.get(source[7:])
-    if arr is None:  # validate() has already caught this; kept for direct callers
+    if arr is None:  # fit's data.validate() refuses this first; direct callers land here
         raise GoracsError(f"this method needs {source}")
     arr = np.asarray(arr)
     if arr.ndim != 1:

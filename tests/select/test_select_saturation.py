@@ -8,13 +8,14 @@ import math
 import numpy as np
 import pytest
 from scipy.optimize import linprog
+from select_reference import naive_greedy
 
 from goracs.cli import main
 from goracs.errors import GoracsError
 from goracs.select import GORACS, SelectionData, TransportState
 from goracs.select.capacity import PartialTransport, capacity_fill
 from goracs.select.cost import poo_cost
-from goracs.select.greedy import greedy_init, greedy_select, naive_greedy
+from goracs.select.greedy import greedy_init, greedy_select
 from goracs.select.ot import poo_value
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.optimize import linprog
+from select_reference import impact_function, naive_greedy
 
 from goracs.errors import GoracsError
 from goracs.select import GORACS, SelectionData, class_budgets
 from goracs.select.cost import pairwise_distances, poo_cost
-from goracs.select.greedy import greedy_init, greedy_select, naive_greedy, relaxed_objective
-from goracs.select.marginal import _two_smallest, impact_function, marginal_impact
-from goracs.select.ot import TransportState, exact_ot, poo_value
+from goracs.select.greedy import greedy_init, greedy_select, relaxed_objective
+from goracs.select.marginal import _two_smallest, marginal_impact
+from goracs.select.ot import exact_ot, poo_value
 from goracs.select.refine import refine
+from goracs.select.transport import TransportState
 
 
 def lp_ot(cost: np.ndarray) -> float:
