@@ -11,7 +11,7 @@ import pytest
 
 from goracs.errors import GoracsError
 from goracs.experiment import SHIPPED, load_config, parse_config
-from goracs.experiment.config import shipped_config_path
+from goracs.experiment.config_files import shipped_config_path
 from goracs.select import available_methods
 
 

@@ -12,7 +12,8 @@ from experiment_helpers import config, make_prepared, write_record
 from goracs.experiment import stages
 from goracs.experiment.plan import build_plan
 from goracs.experiment.plots import pca_2d, write_plots
-from goracs.experiment.report import aggregate, load_rows
+from goracs.experiment.rows import load_records
+from goracs.experiment.table_rows import aggregate
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -46,9 +47,9 @@ def _plots(tmp_path: Path, budgets):
         write_record(run, tmp_path, {"AUC": auc, "log_loss": 0.7 - 0.01 * k},
                      {"select": 1.0, "finetune": 2.0, "evaluate": 3.0},
                      budget=0 if run.budget is None else None)
-    rows = load_rows(groups, {})
-    trows = aggregate(rows, {"ctr": ["AUC", "log_loss"]})
-    return write_plots(cfg, tmp_path, groups, rows, trows), (cfg, groups, rows, trows)
+    records = load_records(cfg, groups, {})
+    trows = aggregate(records.rows, {"ctr": ["AUC", "log_loss"]})
+    return write_plots(cfg, tmp_path, records, trows), (cfg, records, trows)
 
 
 def test_plots_are_png_files_and_redraw_identically(tmp_path: Path):
@@ -65,8 +66,8 @@ def test_plots_are_png_files_and_redraw_identically(tmp_path: Path):
         assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
         assert img[..., :3].std() > 0  # not a blank canvas
     before = {p: p.read_bytes() for p in written}
-    cfg, groups, rows, trows = args
-    write_plots(cfg, tmp_path, groups, rows, trows)
+    cfg, records, trows = args
+    write_plots(cfg, tmp_path, records, trows)
     assert {p: p.read_bytes() for p in written} == before
 
 

@@ -8,17 +8,13 @@ import math
 from pathlib import Path
 
 import pytest
-from experiment_helpers import config, make_prepared, write_record
+from experiment_helpers import config, make_prepared, write_predictions, write_record
 
 from goracs.experiment.plan import build_plan
-from goracs.experiment.report import (
-    Outcome,
-    aggregate,
-    load_rows,
-    mean_std,
-    table_csv,
-    write_reports,
-)
+from goracs.experiment.report import write_reports
+from goracs.experiment.rows import Outcome, load_rows
+from goracs.experiment.table_rows import aggregate, mean_std
+from goracs.experiment.tables import table_csv
 
 
 def test_mean_std_is_the_sample_deviation():
@@ -114,38 +110,9 @@ def test_every_row_is_compared_with_random_on_the_same_users(finished, tmp_path:
     bootstrap interval, and the liked-share rule joins the table as a row."""
     import json
 
-    import numpy as np
-
     cfg, groups, outcomes = finished
     g = groups[0]
-    rng = np.random.default_rng(0)
-    n = 400
-
-    def record(i: int) -> dict:
-        liked = [f'"Liked {k}"' for k in range(int(rng.integers(0, 4)))]
-        disliked = [f'"Disliked {k}"' for k in range(int(rng.integers(0, 4)))]
-        return {"instruction": "Will the user like it?",
-                "input": f"User Preference: {', '.join(liked)}\nUser Unpreference: "
-                         f"{', '.join(disliked)}\nWhether the user will like the target "
-                         f'movie "Film {i}"?',
-                "output": "Yes" if rng.integers(0, 2) else "No", "user": f"u{i}",
-                "target": f"Film {i}"}
-
-    test = [record(i) for i in range(n)]
-    (g.data_dir / "test.json").write_text(json.dumps(test))
-    y = np.array([int(r["output"] == "Yes") for r in test])
-
-    def predict(run, p):
-        rows = [{"index": i, "user": test[i]["user"], "label": int(y[i]), "p_yes": float(q)}
-                for i, q in enumerate(p)]
-        (run.eval_dir / "predictions.jsonl").write_text(
-            "".join(json.dumps(r) + "\n" for r in rows))
-
-    for run in g.runs:
-        if (run.eval_dir / "run.json").is_file():
-            strong = run.method == "goracs"
-            p = np.clip(y * (0.5 if strong else 0.0) + rng.random(n) * 0.5, 0, 1)
-            predict(run, p)
+    write_predictions(g, strong="goracs")
     rows, md = write_reports(cfg, tmp_path, groups, outcomes, "goracs experiment unit.toml")
     head = next(line for line in md.splitlines() if line.startswith("| method "))
     assert "AUC vs random" in head and "log_loss vs random" in head

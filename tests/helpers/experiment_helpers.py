@@ -85,3 +85,31 @@ def write_record(run, out: Path, metrics: dict, seconds: dict, digest: str | Non
            "metrics": metrics, "seconds": seconds, "coreset_digest": digest, "poo": None,
            "commit": "abc123"}
     (run.eval_dir / "run.json").write_text(json.dumps(rec))
+
+
+def write_predictions(g, strong: str = "goracs", n: int = 400, seed: int = 0) -> None:
+    """A CTR ``test.json`` of ``n`` users in the group's prepared folder and, beside every
+    finished run's record, its ``predictions.jsonl`` on those users: method ``strong`` scores
+    with signal, the others at random."""
+    rng = np.random.default_rng(seed)
+
+    def record(i: int) -> dict:
+        liked = [f'"Liked {k}"' for k in range(int(rng.integers(0, 4)))]
+        disliked = [f'"Disliked {k}"' for k in range(int(rng.integers(0, 4)))]
+        return {"instruction": "Will the user like it?",
+                "input": f"User Preference: {', '.join(liked)}\nUser Unpreference: "
+                         f"{', '.join(disliked)}\nWhether the user will like the target "
+                         f'movie "Film {i}"?',
+                "output": "Yes" if rng.integers(0, 2) else "No", "user": f"u{i}",
+                "target": f"Film {i}"}
+
+    test = [record(i) for i in range(n)]
+    (g.data_dir / "test.json").write_text(json.dumps(test))
+    y = np.array([int(r["output"] == "Yes") for r in test])
+    for run in g.runs:
+        if (run.eval_dir / "run.json").is_file():
+            p = np.clip(y * (0.5 if run.method == strong else 0.0) + rng.random(n) * 0.5, 0, 1)
+            rows = [{"index": i, "user": test[i]["user"], "label": int(y[i]),
+                     "p_yes": float(q)} for i, q in enumerate(p)]
+            (run.eval_dir / "predictions.jsonl").write_text(
+                "".join(json.dumps(r) + "\n" for r in rows))

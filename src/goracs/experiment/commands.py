@@ -43,7 +43,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from goracs.errors import GoracsError
-    from goracs.experiment.config import load_config
+    from goracs.experiment.config_files import load_config
     from goracs.experiment.plan import parse_filters, selected
     from goracs.experiment.runner import ExperimentRunner, check_experiment_out, default_out
 

@@ -110,9 +110,9 @@ def features_doc(features: Any) -> dict[str, Any]:
 
 def features_key_doc(features: Any, task: str) -> dict[str, Any]:
     """What keys a features folder: the settings that differ from the defaults, with the
-    gradient loss as the task resolves it (named only where it is not the whole text, the
-    one loss there was before the setting existed), so that a changed task default is a new
-    folder and the same computation asked for two ways is one."""
+    gradient loss as the task resolves it (named only where it is not the whole text, so a
+    folder keyed without a loss means the whole text), so that a changed task default is a
+    new folder and the same computation asked for two ways is one."""
     from goracs.features.pipeline import resolve_grad_loss
 
     doc = settings_delta(features)

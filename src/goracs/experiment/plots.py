@@ -1,4 +1,5 @@
-"""PNG plots of an experiment (matplotlib's Agg canvas, no display, no global backend change).
+"""PNG plots of an experiment (matplotlib's Agg canvas, no display, no global backend change),
+drawn from its loaded records (:mod:`goracs.experiment.rows`) and table rows.
 
 Per (dataset, task): ``plots/DATASET-TASK-metrics.png`` (each table metric against budget, or
 per method when there is one budget), ``-poo.png`` (POO after greedy initialisation, each
@@ -20,9 +21,8 @@ from typing import Any
 import numpy as np
 
 from goracs.experiment.config import FULL_DATA, ZERO_SHOT, ExperimentConfig
-from goracs.experiment.plan import MARKERS, Group
-from goracs.experiment.report import Row, TableRow
-from goracs.io import load_array, read_json
+from goracs.experiment.rows import GroupRecords, Records
+from goracs.experiment.table_rows import TableRow
 
 PLOTS_DIR = "plots"
 
@@ -81,7 +81,7 @@ def pca_2d(pool: np.ndarray, seed: int, max_points: int) -> tuple[np.ndarray, np
     return mean, axes
 
 
-def plot_metrics(cfg: ExperimentConfig, g: Group, trows: Sequence[TableRow],
+def plot_metrics(cfg: ExperimentConfig, g: GroupRecords, trows: Sequence[TableRow],
                  path: Path) -> bool:
     """Each table metric of the task against budget, one line per method (one point per
     method when there is a single budget), error bars one standard deviation; the zero-shot
@@ -139,19 +139,14 @@ def plot_metrics(cfg: ExperimentConfig, g: Group, trows: Sequence[TableRow],
     return True
 
 
-def plot_poo(cfg: ExperimentConfig, g: Group, path: Path) -> bool:
+def plot_poo(cfg: ExperimentConfig, g: GroupRecords, path: Path) -> bool:
     """POO over the refinement steps of every selection whose trace has more than one point
     (GORACS and its refined ablations). Returns False when there is none."""
     traces = []
-    for run in g.runs:
-        if run.select_dir is None:
-            continue
-        p = run.select_dir / MARKERS["select"]
-        if not p.is_file():
-            continue
-        trace = read_json(p).get("trace") or []
-        if len(trace) > 1:
-            traces.append((f"{run.method} b={run.budget} seed={run.seed}", trace))
+    for row in g.rows:
+        sel = row.selection
+        if sel is not None and len(sel.trace) > 1:
+            traces.append((f"{row.method} b={sel.budget} seed={row.seed}", sel.trace))
     if not traces:
         return False
     fig = _figure(6.4, 4.4)
@@ -171,26 +166,21 @@ def plot_poo(cfg: ExperimentConfig, g: Group, path: Path) -> bool:
     return True
 
 
-def plot_projection(cfg: ExperimentConfig, g: Group, path: Path) -> bool:
+def plot_projection(cfg: ExperimentConfig, g: GroupRecords, path: Path) -> bool:
     """The pool, the validation set and each method's coreset in the pool's first two
     principal components, at the smallest budget and the first seed, one panel per method.
     Returns False when the features or every selection are missing."""
-    feats = g.data_dir / "features"
-    if not (feats / "train_emb.npy").is_file() or not (feats / "valid_emb.npy").is_file():
+    if g.pool_emb is None or g.valid_emb is None:
         return False
     budget = min(cfg.tasks[g.task].budgets)
     seed = cfg.seeds[0]
-    panels = []
-    for run in g.runs:
-        if run.select_dir is None or run.budget != budget or run.seed != seed:
-            continue
-        p = run.select_dir / MARKERS["select"]
-        if p.is_file():
-            panels.append((run.method, np.asarray(read_json(p)["indices"], dtype=np.int64)))
+    panels = [(row.method, row.selection.indices) for row in g.rows
+              if row.selection is not None and row.selection.budget == budget
+              and row.seed == seed]
     if not panels:
         return False
-    pool = load_array(feats / "train_emb.npy").astype(np.float64)
-    valid = load_array(feats / "valid_emb.npy").astype(np.float64)
+    pool = g.pool_emb.astype(np.float64)
+    valid = g.valid_emb.astype(np.float64)
     mean, axes = pca_2d(pool, cfg.plot_seed, cfg.projection_points)
     if axes.shape[0] < 2:
         return False
@@ -225,11 +215,11 @@ def plot_projection(cfg: ExperimentConfig, g: Group, path: Path) -> bool:
     return True
 
 
-def write_plots(cfg: ExperimentConfig, out: Path, groups: Sequence[Group], rows: Sequence[Row],
+def write_plots(cfg: ExperimentConfig, out: Path, records: Records,
                 trows: Sequence[TableRow]) -> list[Path]:
     """Write every plot that has data; returns the files written."""
     written = []
-    for g in groups:
+    for g in records.groups:
         base = out / PLOTS_DIR / f"{g.dataset}-{g.task}"
         for suffix, make in (("metrics", lambda p, g=g: plot_metrics(cfg, g, trows, p)),
                              ("poo", lambda p, g=g: plot_poo(cfg, g, p)),

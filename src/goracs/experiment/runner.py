@@ -42,7 +42,8 @@ from goracs.experiment.plan import (
     unit_done,
 )
 from goracs.experiment.plots import PLOTS_DIR
-from goracs.experiment.report import Outcome, write_reports
+from goracs.experiment.report import write_reports
+from goracs.experiment.rows import Outcome
 from goracs.io import atomic_write_text
 
 

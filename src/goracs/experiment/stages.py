@@ -22,10 +22,20 @@ from goracs.cache import path_fingerprint
 from goracs.errors import GoracsError
 from goracs.experiment.config import DataSource, ExperimentConfig, TaskConfig
 from goracs.experiment.plan import MARKERS, RUN_RECORD, Run
-from goracs.io import atomic_write_json, load_array, read_json
+from goracs.io import atomic_write_json, read_json
 from goracs.outputs import OutputPlace
-from goracs.prepared import features_match, folder_inputs
+from goracs.prepared import features_match
 from goracs.select import SelectionData, get_selector
+from goracs.select.diagnostics import selection_diagnostics
+from goracs.select.io import (
+    CORESET_FILE,
+    MissingEmbeddings,
+    check_pool,
+    read_embeddings,
+    read_prepared,
+    selection_files,
+    write_selection,
+)
 
 PREPARE_RECORD = "experiment-prepare.json"
 
@@ -86,57 +96,52 @@ def compute_features(data_dir: Path, tc: TaskConfig, progress: bool,
 
 
 def load_selection_data(data_dir: Path) -> SelectionData:
-    """The arrays of ``data_dir/features`` as selection input, optional score files included."""
-    arrays, scores = folder_inputs(data_dir)
-    return SelectionData(**{k: load_array(p) for k, p in arrays.items()},
-                         scores={k: load_array(p) for k, p in scores.items()})
+    """The arrays of ``data_dir/features`` as selection input, optional score files included
+    (:func:`goracs.select.io.read_prepared`). Loaded once for every method of the folder and
+    not checked here: each selector's ``fit`` checks the arrays it reads, so a broken one
+    fails only the runs of methods that read it."""
+    return read_prepared(data_dir, check=False)
 
 
 def select(run: Run, params: Mapping[str, Any], data: SelectionData,
            records: list[dict[str, Any]], method: str | None = None,
            embedding: str = "default") -> float:
     """Select the run's coreset; writes ``coreset.json`` then ``selection.json`` (the same
-    manifest as ``goracs select --data``). Raises :class:`Skipped` when an input is missing.
-    ``method`` is the registered method a variant row runs (default: the run's own name);
-    ``embedding="llm"`` selects on the scoring LLM's embeddings instead of the features'
-    default ones."""
+    manifest as ``goracs select --data``, plus the coreset's ``diagnostics``, see
+    :func:`goracs.select.diagnostics.selection_diagnostics`). Raises :class:`Skipped` when an
+    input is missing. ``data`` holds the features' default embeddings; ``method`` is the
+    registered method a variant row runs (default: the run's own name); ``embedding="llm"``
+    selects on the scoring LLM's embeddings instead (the diagnostics stay on the default
+    ones, so that every method is measured alike)."""
     assert run.select_dir is not None and run.budget is not None
     cls = get_selector(method or run.method)
-    if embedding == "llm":
-        feats = run.data_dir / "features"
-        files = [feats / f"llm_{s}_emb.npy" for s in ("train", "valid")]
-        absent = [f.name for f in files if not f.is_file()]
-        if absent:
-            raise Skipped(f"{run.method} needs {run.data_dir.name}/features/{absent[0]} "
-                          "(features.embedding = \"both\")")
-        data = replace(data, train_emb=load_array(files[0]), valid_emb=load_array(files[1]))
+    default = data
+    if embedding != "default":
+        try:
+            data = replace(data, **read_embeddings(run.data_dir, embedding, check=False))
+        except MissingEmbeddings as exc:
+            raise Skipped(f"{run.method} needs {run.data_dir.name}/features/{exc.path.name} "
+                          "(features.embedding = \"both\")") from None
     selector = cls(budget=run.budget, seed=run.seed, **params)
     missing = data.missing(tuple(selector.requires))
     if missing:
         files = ", ".join(f"{run.data_dir.name}/features/{m[7:]}.npy"
                           if m.startswith("scores.") else m for m in missing)
         raise Skipped(f"{run.method} needs {files}, which `goracs features` has not written")
-    if len(records) != data.n_train:
-        raise GoracsError(f"{run.data_dir}/train.json does not match its features "
-                          f"({data.n_train} rows)")
+    check_pool(records, data.n_train, run.data_dir)
     features_match(run.data_dir, run.task, require_digests=False)
     t0 = time.perf_counter()
     selector.fit(data)
     manifest = selector.result().to_json()
-    arrays, scores = folder_inputs(run.data_dir)
-    if embedding == "llm":
-        arrays = {**arrays, "train_emb": files[0], "valid_emb": files[1]}
+    arrays, scores = selection_files(run.data_dir, embedding)
     manifest.update(
         train_digest=path_fingerprint(run.data_dir / "train.json"),
         inputs={k: str(p) for k, p in arrays.items()},
         scores={k: str(p) for k, p in scores.items() if k in data.scores},
-        data=str(run.data_dir), task=run.task, coreset="coreset.json")
+        data=str(run.data_dir), task=run.task, coreset=CORESET_FILE,
+        diagnostics=selection_diagnostics(manifest["indices"], default))
     # all or nothing: written beside the folder, the manifest last, and swapped in
-    place = OutputPlace(run.select_dir, "select", flag="").check()
-    part = place.begin()
-    atomic_write_json(part / "coreset.json", [records[i] for i in manifest["indices"]])
-    atomic_write_json(part / MARKERS["select"], manifest)
-    place.commit()
+    write_selection(OutputPlace(run.select_dir, "select", flag="").check(), manifest, records)
     return time.perf_counter() - t0
 
 

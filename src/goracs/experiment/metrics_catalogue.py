@@ -1,0 +1,19 @@
+"""The metrics an experiment's tables may show per task, and which way each is better."""
+
+from __future__ import annotations
+
+from goracs.evaluate.metrics import KS
+
+
+def known_metrics(task: str) -> tuple[str, ...]:
+    """Metric names a table may show for ``task``: keys of ``metrics.json``'s ``metrics``,
+    with SeqRec's protocols as prefixes (``sampled.NDCG@10``, ``full.HR@20``)."""
+    if task == "ctr":
+        return ("AUC", "log_loss", "accuracy", "positive_rate", "mean_p_yes")
+    ranked = tuple(f"{proto}.{m}@{k}" for proto in ("sampled", "full") for m in ("NDCG", "HR")
+                   for k in KS)
+    return ranked + ("exact_match", "answer_in_catalogue")
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric == "log_loss"
