@@ -92,3 +92,37 @@ def test_read_task_needs_a_known_task(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({"task": "ranking"}))
     with pytest.raises(GoracsError, match="task must be one of seqrec, ctr, got 'ranking'"):
         read_task(tmp_path)
+
+
+def test_records_come_from_json_lines_and_parquet_alike(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    recs = [{"instruction": "i", "input": "x", "output": "Yes"},
+            {"instruction": "j", "input": "", "output": "No", "negatives": ["a", "b"]}]
+    (tmp_path / "r.json").write_text(json.dumps(recs))
+    (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    table = pa.table({k: [r.get(k) for r in recs]
+                      for k in ("instruction", "input", "output", "negatives")})
+    pq.write_table(table, tmp_path / "r.parquet")
+    from_json = load_records(tmp_path / "r.json")
+    assert load_records(tmp_path / "r.jsonl") == from_json
+    from_parquet = load_records(tmp_path / "r.parquet")
+    # Parquet gives every row every column: an absent list is a null
+    assert from_parquet[1] == from_json[1] and from_parquet[0]["negatives"] is None
+    assert {k: v for k, v in from_parquet[0].items() if k != "negatives"} == from_json[0]
+
+
+def test_a_bad_parquet_file_is_one_line(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(GoracsError, match="not a readable Parquet file"):
+        load_records(tmp_path / "bad.parquet")
+    pq.write_table(pa.Table.from_pylist([{"instruction": "i", "input": None, "output": "o"}]),
+                   tmp_path / "null.parquet")
+    with pytest.raises(GoracsError, match="field 'input' must be a string, got NoneType"):
+        load_records(tmp_path / "null.parquet")
+    with pytest.raises(GoracsError, match="file not found"):
+        load_records(tmp_path / "absent.parquet")

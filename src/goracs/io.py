@@ -19,17 +19,20 @@ from goracs.errors import GoracsError
 TMP_TAG = ".goracs-"
 
 
-def load_array(path: str | os.PathLike, name: str | None = None) -> np.ndarray:
+def load_array(path: str | os.PathLike, name: str | None = None,
+               mmap: bool = False) -> np.ndarray:
     """Load one array from ``.npy`` (never unpickled) or ``.safetensors``.
 
-    A safetensors file must hold exactly one tensor unless ``name`` picks one.
+    A safetensors file must hold exactly one tensor unless ``name`` picks one. With ``mmap``
+    a ``.npy`` file is mapped read-only instead of read, so that a large pool's embeddings
+    are paged in as a computation touches them rather than copied into memory.
     """
     p = Path(path)
     if not p.is_file():
         raise GoracsError(f"file not found: {p}")
     try:
         if p.suffix == ".npy":
-            return np.load(p, allow_pickle=False)
+            return np.load(p, allow_pickle=False, mmap_mode="r" if mmap else None)
         if p.suffix == ".safetensors":
             from safetensors.numpy import load_file
 

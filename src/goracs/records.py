@@ -89,13 +89,32 @@ def check_records(records: Any, source: str) -> list[dict[str, Any]]:
 
 
 def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read and validate Alpaca records: a JSON list of objects, or JSON lines (one object a
-    line; a file of one line is one record)."""
+    """Read and validate Alpaca records: a JSON list of objects, JSON lines (one object a
+    line; a file of one line is one record), or a Parquet table (``.parquet``, one row a
+    record, read with pyarrow)."""
     p = Path(path)
+    if p.suffix == ".parquet":
+        return check_records(_parquet_rows(p), str(p))
     data = loads_json_or_lines(read_text(p), str(p))
     if isinstance(data, dict):
         data = [data]
     return check_records(data, str(p))
+
+
+def _parquet_rows(p: Path) -> list[dict[str, Any]]:
+    """The rows of a Parquet file as plain dictionaries (nulls as None)."""
+    if not p.is_file():
+        raise GoracsError(f"file not found: {p}")
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise GoracsError(f"{p}: reading Parquet needs pyarrow "
+                          "(pip install \"goracs[parquet]\")") from None
+    try:
+        return pq.read_table(p).to_pylist()
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise GoracsError(f"{p}: not a readable Parquet file ({type(exc).__name__}: "
+                          f"{exc})") from None
 
 
 def read_task(data_dir: str | os.PathLike) -> str:

@@ -263,6 +263,16 @@ def test_prepare_json_validates_copies_and_drops_stale_files(tmp_path, capsys):
                 "--out", out], capsys)[0] == 0
     assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train.json", "valid.json"]
     assert load(out, "train.json") == load(src, "train.json")
+    # Parquet input gives the same prepared folder
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = load(src, "train.json")
+    pq.write_table(pa.table({k: [r[k] for r in rows] for k in rows[0]}), tmp_path / "t.parquet")
+    pq_out = tmp_path / "pq"
+    assert run(["prepare", "--dataset", "json", "--train", tmp_path / "t.parquet", "--valid",
+                src / "valid.json", "--out", pq_out], capsys)[0] == 0
+    assert load(pq_out, "train.json") == rows
     # A record without "output": one-line error, nothing overwritten.
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"instruction": "i", "input": "x"}]))
