@@ -45,6 +45,7 @@ _METHOD_FLAGS = {
     "tol": "tol",
     "medoid_rounds": "medoid_rounds",
     "patience": "patience",
+    "max_memory": "max_memory",
 }
 
 
@@ -97,6 +98,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "limit)")
     p.add_argument("--tol", type=arg_float(minimum=0), default=1e-4,
                    help="end refinement when a round lowers POO by less than this share")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="memory budget of GORACS, e.g. 6GB: the dense cost matrix when it "
+                   "fits, else the streaming engine (default: 70%% of the memory available)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="any other constructor argument of the method (repeatable)")
     p.add_argument("--seed", type=arg_seed(), default=0,
@@ -140,7 +144,8 @@ def build_selector(args: argparse.Namespace) -> Any:
     kwargs: dict[str, Any] = {"budget": args.budget, "seed": args.seed}
     for flag, pname in _METHOD_FLAGS.items():
         # an unset --lam leaves a method's own default (DEALRec's lam is another weight)
-        if pname in accepted and not (flag == "lam" and args.lam is None):
+        if pname in accepted and not (flag in ("lam", "max_memory")
+                                      and getattr(args, flag) is None):
             kwargs[pname] = getattr(args, flag)
     for k, v in _parse_kv(args.param, "--param").items():
         if k not in accepted:
@@ -201,6 +206,9 @@ def cmd_select(args: argparse.Namespace) -> int:
     manifest = selector.result().to_json()
     manifest.update(extra)
     write_selection(place, manifest, records)
+    if "engine" in manifest:
+        print(f"engine: {manifest['engine']} ({getattr(selector, 'engine_note_', '')})",
+              file=sys.stderr)
     poo = manifest.get("poo")
     poo_txt = "" if poo is None else f", POO {poo:.5f}"
     print(f"selected {manifest['budget']} of {data.n_train} with {manifest['method']}{poo_txt} "

@@ -8,6 +8,8 @@ every instance on the same scale.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from goracs.errors import GoracsError
@@ -58,31 +60,64 @@ def poo_cost(
     grad_norms : (N,) gradient norms g_i; may be None when ``lam`` is 0.
     lam : lambda, the weight of the gradient term (0 gives pure embedding geometry).
     """
+    check_lambda(grad_norms, lam)
+    c = pairwise_distances(train_emb, valid_emb, block_rows=block_rows)
+    consts = CostScale.from_extremes(c.max(axis=1), c.min(axis=1), grad_norms, lam)
+    for start in range(0, c.shape[0], block_rows):
+        sl = slice(start, start + block_rows)
+        c[sl] = consts.normalise(c[sl], sl)
+    return c
+
+
+def check_lambda(grad_norms: np.ndarray | None, lam: float) -> None:
+    """Refuse a lambda that is negative or not finite, or > 0 without gradient norms."""
     if lam != 0 and grad_norms is None:
         raise GoracsError("lambda > 0 needs gradient norms")
     if not np.isfinite(lam) or lam < 0:
         raise GoracsError(f"lambda must be a finite number >= 0, got {lam}")
-    c = pairwise_distances(train_emb, valid_emb, block_rows=block_rows)
-    d_max = float(c.max())
-    inv_d = 1.0 / d_max if d_max > 0 else 0.0
-    if grad_norms is not None and lam != 0:
-        g = np.asarray(grad_norms, dtype=np.float64)
-        g_max = float(g.max())
-        g_term = lam * (g / g_max if g_max > 0 else np.zeros_like(g))
-    else:
-        g_term = np.zeros(c.shape[0])
-    # Extremes of D/maxD - lam*g follow from each row's extremes: no extra pass is needed.
-    row_min = c.min(axis=1).astype(np.float64) * inv_d - g_term
-    row_max = c.max(axis=1).astype(np.float64) * inv_d - g_term
-    c_min, c_max = float(row_min.min()), float(row_max.max())
-    span = c_max - c_min
-    scale = 1.0 / span if span > 0 else 1.0
-    for start in range(0, c.shape[0], block_rows):
-        sl = slice(start, start + block_rows)
-        blk = c[sl].astype(np.float64)
-        blk *= inv_d
-        blk -= (g_term[sl] + c_min)[:, None]
-        blk *= scale
+
+
+@dataclass
+class CostScale:
+    """The constants that turn distances D (float32) into the scaled cost C (method.md section 3).
+
+    ``inv_d`` is 1 / max D, ``g_term`` (N,) is lambda g_i / max g, and C = clip((D inv_d -
+    g_term - c_min) * scale, 0, 1) with c_min, c_max the extremes of D/maxD - lambda g/maxg
+    over the whole matrix and scale = 1 / (c_max - c_min).
+    """
+
+    inv_d: float
+    g_term: np.ndarray
+    c_min: float
+    scale: float
+
+    @classmethod
+    def from_extremes(cls, row_max: np.ndarray, row_min: np.ndarray,
+                      grad_norms: np.ndarray | None, lam: float) -> CostScale:
+        """The constants from each training row's largest and smallest distance (float32).
+
+        The extremes of D/maxD - lambda g follow from each row's extremes: no pass over the
+        whole matrix is needed beyond the one that found them.
+        """
+        d_max = float(row_max.max())
+        inv_d = 1.0 / d_max if d_max > 0 else 0.0
+        if grad_norms is not None and lam != 0:
+            g = np.asarray(grad_norms, dtype=np.float64)
+            g_max = float(g.max())
+            g_term = lam * (g / g_max if g_max > 0 else np.zeros_like(g))
+        else:
+            g_term = np.zeros(row_max.shape[0])
+        lo = row_min.astype(np.float64) * inv_d - g_term
+        hi = row_max.astype(np.float64) * inv_d - g_term
+        c_min, c_max = float(lo.min()), float(hi.max())
+        span = c_max - c_min
+        return cls(inv_d, g_term, c_min, 1.0 / span if span > 0 else 1.0)
+
+    def normalise(self, dist: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
+        """The cost rows (float32) of distance rows ``dist`` of the training rows ``rows``."""
+        blk = dist.astype(np.float64)
+        blk *= self.inv_d
+        blk -= (self.g_term[rows] + self.c_min)[:, None]
+        blk *= self.scale
         np.clip(blk, 0.0, 1.0, out=blk)
-        c[sl] = blk
-    return c
+        return blk.astype(np.float32)

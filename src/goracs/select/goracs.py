@@ -10,8 +10,10 @@ import numpy as np
 from goracs.errors import GoracsError
 from goracs.select.base import SelectionData, Selector, register
 from goracs.select.cost import poo_cost
+from goracs.select.cost_blocks import CostBlocks, RowStore, cache_rows
 from goracs.select.greedy import SATURATION_RULES, STOP_RULES, greedy_select, relaxed_objective
 from goracs.select.medoid import alternate
+from goracs.select.memory import ENGINES, choose_engine, parse_memory
 from goracs.select.params import (
     check_bool,
     check_choice,
@@ -20,6 +22,12 @@ from goracs.select.params import (
     check_real,
 )
 from goracs.select.refine import refine
+from goracs.select.streaming import (
+    PoolState,
+    alternate_streaming,
+    greedy_select_streaming,
+    impact_function,
+)
 from goracs.select.transport import TransportState
 
 # Medoid rounds stop once one lowers POO by less than this share.
@@ -70,6 +78,12 @@ class GORACS(Selector):
     per_class : with class labels in the data, select within each class with budgets in
         proportion to the validation classes (label-enhanced GORACS); False ignores the labels
         and selects over the whole pool at once.
+    engine : "dense" holds the N x V cost matrix; "streaming" computes its rows on demand from
+        the embeddings and holds only the coreset's and the candidates' rows (same selection,
+        far less memory: :mod:`goracs.select.cost_blocks`); "auto" takes dense when it fits
+        ``max_memory``. ``info["engine"]`` records the one used.
+    max_memory : the memory budget, bytes or a size such as "6GB"; None: 70% of the memory
+        available when the selection starts.
     """
 
     name = "goracs"
@@ -91,6 +105,8 @@ class GORACS(Selector):
         time_limit: float | None = None,
         per_class: bool = True,
         saturation: str = "capacity",
+        engine: str = "auto",
+        max_memory: int | str | None = None,
     ) -> None:
         super().__init__(budget, seed)
         self.lam = lam
@@ -105,6 +121,8 @@ class GORACS(Selector):
         self.time_limit = time_limit
         self.per_class = per_class
         self.saturation = saturation
+        self.engine = engine
+        self.max_memory = max_memory
         self._validate_params()
 
     def _validate_params(self) -> dict[str, Any]:
@@ -123,6 +141,9 @@ class GORACS(Selector):
         check_choice("saturation", self.saturation, SATURATION_RULES, show=True)
         check_bool("refine-steps", self.refine_steps)
         check_bool("per-class", self.per_class)
+        check_choice("engine", self.engine, ENGINES)
+        if self.max_memory is not None:
+            parse_memory(self.max_memory)
         return {}
 
     def _check_inputs(self, data: SelectionData) -> None:
@@ -132,6 +153,7 @@ class GORACS(Selector):
     def _select(self, data: SelectionData) -> None:
         self._check_inputs(data)
         assert data.train_emb is not None and data.valid_emb is not None
+        self._choose_engine(data)
         if data.train_labels is None or not self.per_class:
             out = self._run_itra(data.train_emb, data.valid_emb, data.grad_norms, self.budget)
             self.indices_ = out["indices"]
@@ -141,6 +163,24 @@ class GORACS(Selector):
                                if k not in ("indices", "poo", "trace")})
             return
         self._select_by_class(data)
+
+    def _choose_engine(self, data: SelectionData) -> None:
+        """Dense or streaming, by the largest subproblem's need against the budget."""
+        assert data.train_emb is not None and data.valid_emb is not None
+        if data.train_labels is None or not self.per_class:
+            problems = [(data.train_emb.shape[0], data.valid_emb.shape[0], self.budget)]
+        else:
+            assert data.valid_labels is not None
+            problems = [(int(np.sum(data.train_labels == k)),
+                         int(np.sum(data.valid_labels == k)), n_k)
+                        for k, n_k in class_budgets(data.valid_labels, self.budget).items()
+                        if n_k > 0]
+        budget = None if self.max_memory is None else parse_memory(self.max_memory)
+        self.engine_, self.engine_note_, figures = choose_engine(self.engine, problems, budget,
+                                                                 self.candidates)
+        if budget is None:  # the machine's share: kept out of the manifest, which stays the same
+            figures.pop("memory_budget")
+        self.info_.update(engine=self.engine_, **figures)
 
     def _select_by_class(self, data: SelectionData) -> None:
         """Label-enhanced ITRA: ITRA within each class, budgets in proportion to validation."""
@@ -201,6 +241,8 @@ class GORACS(Selector):
     def _run_itra(self, train_emb: np.ndarray, valid_emb: np.ndarray,
                   grad_norms: np.ndarray | None, n: int, take_all: bool = False
                   ) -> dict[str, Any]:
+        if self.engine_ == "streaming":
+            return self._run_itra_streaming(train_emb, valid_emb, grad_norms, n, take_all)
         with self._stage("cost"):
             cost = poo_cost(train_emb, valid_emb, grad_norms, self.lam)
         if take_all:
@@ -257,6 +299,65 @@ class GORACS(Selector):
         )
         return out
 
+    def _run_itra_streaming(self, train_emb: np.ndarray, valid_emb: np.ndarray,
+                            grad_norms: np.ndarray | None, n: int, take_all: bool = False
+                            ) -> dict[str, Any]:
+        """:meth:`_run_itra` without the dense matrix (:mod:`goracs.select.streaming`)."""
+        with self._stage("cost"):
+            blocks = CostBlocks(train_emb, valid_emb, grad_norms, self.lam)
+            store = RowStore(blocks, 2 * n + self.candidates + 2 + cache_rows(blocks.shape[0]))
+        if take_all:
+            with self._stage("exact_ot"):
+                state = TransportState(store.array, store.slots(np.arange(n), pin=True))
+            return {"indices": np.arange(n), "poo": state.poo, "trace": [state.poo],
+                    "cost_passes": blocks.passes}
+        with self._stage("greedy"):
+            greedy, pt = greedy_select_streaming(blocks, store, n, stop=self.init_stop,
+                                                 saturation=self.saturation)
+        init = greedy.indices
+        init_c = store.slots(init, pin=True)
+        out: dict[str, Any] = {"relaxed_objective": relaxed_objective(store.array, init_c),
+                               "positive_gain_picks": greedy.positive_gain_picks,
+                               "capacity_picks": greedy.capacity_picks}
+        with self._stage("exact_ot"):
+            state = TransportState(store.array, init_c) if pt is None else pt.state()
+        del greedy, pt
+        out["poo_greedy"] = state.poo
+        if not self.refine_steps or n < 2:
+            out.update(indices=np.sort(init), poo=state.poo, trace=[state.poo],
+                       cost_passes=blocks.passes)
+            return out
+        trace, trace_s = [state.poo], [0.0]
+        if self.medoid_rounds > 0:
+            with self._stage("medoid"):
+                med = alternate_streaming(blocks, store, state, max_rounds=self.medoid_rounds,
+                                          tol=max(self.tol, MEDOID_TOL))
+            state = med.state
+            trace += med.trace
+            trace_s += med.trace_seconds
+            out.update(poo_medoid=state.poo, medoid_rounds=med.rounds, medoid_moves=med.moves)
+        offset = self.seconds_.get("medoid", 0.0)
+        pool_state = PoolState(store, state)
+        with self._stage("refine"):
+            res = refine(blocks, pool_state.indices, candidates=self.candidates,  # type: ignore[arg-type]
+                         max_iters=self.max_iters, swaps_per_round=self.swaps_per_round,
+                         time_limit=self.time_limit, tol=self.tol, patience=self.patience,
+                         state=pool_state, impacts=impact_function(blocks, store))  # type: ignore[arg-type]
+        out.update(
+            indices=res.indices,
+            poo=res.poo,
+            trace=trace + res.trace[1:],
+            trace_seconds=[round(s, 4) for s in trace_s]
+            + [round(offset + s, 4) for s in res.trace_seconds[1:]],
+            swaps=res.n_accepted,
+            swap_trials=res.n_trials,
+            rounds=res.n_rounds,
+            pass_at_1=res.pass_at_1,
+            refine_stats=res.stats,
+            cost_passes=blocks.passes,
+        )
+        return out
+
 
 @register
 class GORACSNoGrad(GORACS):
@@ -269,11 +370,12 @@ class GORACSNoGrad(GORACS):
                  candidates: int = 30, init_stop: str = "exact",
                  swaps_per_round: int | None = None, medoid_rounds: int = 20,
                  patience: int | None = 30, tol: float = 1e-4,
-                 saturation: str = "capacity") -> None:
+                 saturation: str = "capacity", engine: str = "auto",
+                 max_memory: int | str | None = None) -> None:
         super().__init__(budget, seed, lam=0.0, max_iters=max_iters, candidates=candidates,
                          init_stop=init_stop, swaps_per_round=swaps_per_round,
                          medoid_rounds=medoid_rounds, patience=patience, tol=tol,
-                         saturation=saturation)
+                         saturation=saturation, engine=engine, max_memory=max_memory)
 
 
 @register
@@ -283,9 +385,10 @@ class GORACSGreedy(GORACS):
     name = "goracs-greedy"
 
     def __init__(self, budget: int, seed: int = 0, lam: float = 0.5,
-                 init_stop: str = "exact", saturation: str = "capacity") -> None:
+                 init_stop: str = "exact", saturation: str = "capacity",
+                 engine: str = "auto", max_memory: int | str | None = None) -> None:
         super().__init__(budget, seed, lam=lam, init_stop=init_stop, refine_steps=False,
-                         saturation=saturation)
+                         saturation=saturation, engine=engine, max_memory=max_memory)
 
 
 @register

@@ -36,6 +36,32 @@ def _slot_costs(cost, col_slot, col_flow, col_deg, n_slots, p):
     return out
 
 
+def medoid_moves(rows: np.ndarray, current: np.ndarray, cand: np.ndarray,
+                 cand_cost: np.ndarray) -> tuple[np.ndarray, int]:
+    """One round's moves: slots in order of gain, each to its cheapest free candidate.
+
+    ``rows`` (n,) holds each slot's training row and ``current`` (n,) its cost per unit;
+    ``cand``/``cand_cost`` (k, n) each slot's k cheapest outside rows, ascending (ties by
+    row). Returns the new rows and how many slots moved.
+    """
+    n, k = rows.shape[0], cand.shape[0]
+    gain = current - cand_cost[0]
+    taken: set[int] = set()
+    new_rows = rows.copy()
+    changed = 0
+    for s in np.lexsort((np.arange(n), -gain)):
+        if gain[s] <= 0:
+            break
+        for t in range(k):
+            r = int(cand[t, s])
+            if cand_cost[t, s] < current[s] and r not in taken:
+                taken.add(r)
+                new_rows[s] = r
+                changed += 1
+                break
+    return new_rows, changed
+
+
 @dataclass
 class MedoidResult:
     state: TransportState
@@ -71,20 +97,7 @@ def alternate(cost: np.ndarray, state: TransportState, max_rounds: int = 20,
         order_in_slot = np.lexsort((cand, cand_cost), axis=0)
         cand = np.take_along_axis(cand, order_in_slot, axis=0)
         cand_cost = np.take_along_axis(cand_cost, order_in_slot, axis=0)
-        gain = current - cand_cost[0]
-        taken: set[int] = set()
-        new_rows = rows.copy()
-        changed = 0
-        for s in np.lexsort((np.arange(n), -gain)):
-            if gain[s] <= 0:
-                break
-            for t in range(k):
-                r = int(cand[t, s])
-                if cand_cost[t, s] < current[s] and r not in taken:
-                    taken.add(r)
-                    new_rows[s] = r
-                    changed += 1
-                    break
+        new_rows, changed = medoid_moves(rows, current, cand, cand_cost)
         rounds += 1
         if changed == 0:
             break

@@ -15,6 +15,7 @@ failed evaluations in a row.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,12 +57,18 @@ def refine(
     tol: float = 0.0,
     patience: int | None = None,
     state: TransportState | None = None,
+    impacts: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> RefineResult:
     """Lower POO(S) by exchanges; ``max_iters=None`` runs until no candidate improves.
 
     A round that lowers POO by less than ``tol`` times its value ends refinement (0: only a
     round with no improving swap does), and so do ``patience`` exact evaluations in a row
     that all fail (None: no such limit).
+
+    ``impacts(indices, duals)``, when given, returns the marginal impact of every training
+    row in place of :func:`~goracs.select.marginal.marginal_impact` on ``cost``; the
+    streaming engine passes its blockwise one, with ``cost`` anything that has the matrix's
+    ``shape`` and ``state`` a state in pool indices.
     """
     t0 = time.perf_counter()
     if state is None:
@@ -78,7 +85,8 @@ def refine(
     done = False
     while not done and (max_iters is None or accepted < max_iters):
         t_mi = time.perf_counter()
-        impact = marginal_impact(cost, state.indices, state.row_duals())
+        impact = (marginal_impact(cost, state.indices, state.row_duals()) if impacts is None
+                  else impacts(state.indices, state.row_duals()))
         mi_seconds += time.perf_counter() - t_mi
         rounds += 1
         inside = np.flatnonzero(in_s)

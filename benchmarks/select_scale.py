@@ -1,0 +1,101 @@
+"""GORACS at a scale the dense cost matrix does not fit: the streaming engine on random data.
+
+    python benchmarks/select_scale.py --json                        # 1,000,000 x 5,000, d 384
+    python benchmarks/select_scale.py --n-train 100000 --n-valid 2000 --budget 256 --json
+    python benchmarks/select_scale.py --compare-dense 20000 --json  # both engines, N x 5,000
+
+Prints the seconds in all (``total_s``), the peak resident memory (``peak_mb``, VmHWM), POO
+after greedy initialisation and at the end, and the engine used (``mode``). With
+``--compare-dense N`` it runs both engines on an N x V instance and prints ``poo_dense``,
+``poo_streaming`` and both times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import numpy as np
+
+from goracs.select import GORACS, SelectionData
+
+
+def peak_mb() -> float:
+    """Peak resident memory of this process in MB (VmHWM, else ru_maxrss)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def instance(n_train: int, n_valid: int, dim: int, seed: int = 0) -> SelectionData:
+    rng = np.random.default_rng(seed)
+    return SelectionData(
+        train_emb=rng.normal(size=(n_train, dim)).astype(np.float32),
+        valid_emb=rng.normal(size=(n_valid, dim)).astype(np.float32),
+        grad_norms=rng.uniform(1e4, 4e4, size=n_train).astype(np.float32),
+    )
+
+
+def run(data: SelectionData, args: argparse.Namespace, engine: str) -> dict:
+    sel = GORACS(budget=args.budget, lam=args.lam, max_iters=args.max_iters,
+                 candidates=args.candidates, medoid_rounds=args.medoid_rounds,
+                 engine=engine, max_memory=args.max_memory)
+    t0 = time.perf_counter()
+    sel.fit(data)
+    info = sel.info_
+    return {"total_s": round(time.perf_counter() - t0, 2), "mode": info["engine"],
+            "poo_greedy": info["poo_greedy"], "poo_final": sel.objective_,
+            "seconds": {k: round(v, 2) for k, v in sel.seconds_.items()},
+            "cost_passes": info.get("cost_passes"), "swaps": info.get("swaps"),
+            "indices": sel.indices_}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-train", type=int, default=1_000_000)
+    ap.add_argument("--n-valid", type=int, default=5000)
+    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--budget", type=int, default=1024)
+    ap.add_argument("--lam", type=float, default=0.5)
+    ap.add_argument("--max-iters", type=int, default=100)
+    ap.add_argument("--candidates", type=int, default=30)
+    ap.add_argument("--medoid-rounds", type=int, default=20)
+    ap.add_argument("--engine", default="auto", choices=["auto", "dense", "streaming"])
+    ap.add_argument("--max-memory", default=None, help="memory budget, e.g. 6GB")
+    ap.add_argument("--compare-dense", type=int, metavar="N",
+                    help="run both engines on an N x n-valid instance instead")
+    ap.add_argument("--json", action="store_true", help="last line: one JSON object")
+    args = ap.parse_args()
+    if args.compare_dense:
+        data = instance(args.compare_dense, args.n_valid, args.dim)
+        dense = run(data, args, "dense")
+        stream = run(data, args, "streaming")
+        out = {"n_train": args.compare_dense, "n_valid": args.n_valid, "dim": args.dim,
+               "budget": args.budget, "lam": args.lam,
+               "poo_dense": dense["poo_final"], "poo_streaming": stream["poo_final"],
+               "same_indices": bool(np.array_equal(dense["indices"], stream["indices"])),
+               "dense_s": dense["total_s"], "streaming_s": stream["total_s"],
+               "dense_seconds": dense["seconds"], "streaming_seconds": stream["seconds"],
+               "peak_mb": round(peak_mb(), 1)}
+    else:
+        data = instance(args.n_train, args.n_valid, args.dim)
+        res = run(data, args, args.engine)
+        res.pop("indices")
+        out = {"n_train": args.n_train, "n_valid": args.n_valid, "dim": args.dim,
+               "budget": args.budget, "lam": args.lam, **res, "peak_mb": round(peak_mb(), 1)}
+    if not args.json:
+        for k, v in out.items():
+            print(f"{k:16s} {v}")
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

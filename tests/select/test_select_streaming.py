@@ -1,0 +1,158 @@
+"""The streaming GORACS engine selects what the dense one does, without an N x V array."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from goracs.errors import GoracsError
+from goracs.select import GORACS, SelectionData
+from goracs.select.cost import poo_cost
+from goracs.select.cost_blocks import CostBlocks, RowStore
+from goracs.select.greedy import greedy_select
+from goracs.select.memory import choose_engine, parse_memory
+from goracs.select.streaming import greedy_select_streaming
+
+
+def instance(seed: int, n_train: int = 3000, n_valid: int = 800, dim: int = 32,
+             labels: bool = False, saturate: bool = False) -> SelectionData:
+    rng = np.random.default_rng(seed)
+    g = rng.uniform(1.0, 5.0, size=n_train).astype(np.float32)
+    if saturate:  # a few samples with large gradients own every validation point
+        g = rng.uniform(1.0, 2.0, size=n_train).astype(np.float32)
+        g[rng.choice(n_train, 12, replace=False)] *= 3
+    data = SelectionData(train_emb=rng.normal(size=(n_train, dim)).astype(np.float32),
+                         valid_emb=rng.normal(size=(n_valid, dim)).astype(np.float32),
+                         grad_norms=g)
+    if labels:
+        data.train_labels = rng.integers(0, 2, size=n_train)
+        data.valid_labels = rng.integers(0, 2, size=n_valid)
+    return data
+
+
+def assert_same(dense: GORACS, stream: GORACS) -> None:
+    assert dense.info_["engine"] == "dense" and stream.info_["engine"] == "streaming"
+    assert dense.objective_ is not None and stream.objective_ is not None
+    if not np.array_equal(dense.indices_, stream.indices_):
+        assert abs(dense.objective_ - stream.objective_) <= 1e-6
+    else:
+        assert dense.objective_ == pytest.approx(stream.objective_, abs=1e-9)
+    assert dense.info_["poo_greedy"] == pytest.approx(stream.info_["poo_greedy"], abs=1e-9)
+
+
+def test_cost_rows_are_the_dense_rows_bit_for_bit():
+    d = instance(0, n_train=700, n_valid=90)
+    dense = poo_cost(d.train_emb, d.valid_emb, d.grad_norms, 0.5)
+    blocks = CostBlocks(d.train_emb, d.valid_emb, d.grad_norms, 0.5, block_rows=64)
+    stacked = np.concatenate([blk for _, blk in blocks.blocks()])
+    np.testing.assert_array_equal(stacked, dense)
+    rng = np.random.default_rng(1)
+    for m in (1, 2, 5, 33):
+        rows = rng.choice(700, size=m, replace=False)
+        np.testing.assert_array_equal(blocks.rows(rows), dense[rows])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("lam", [0.5, 0.1])
+@pytest.mark.parametrize("labels", [False, True])
+def test_streaming_selects_what_dense_selects(seed, lam, labels):
+    data = instance(seed, labels=labels)
+    kw = {"budget": 64, "lam": lam, "max_iters": 40, "candidates": 10}
+    dense = GORACS(**kw, engine="dense").fit(data)
+    stream = GORACS(**kw, engine="streaming").fit(data)
+    assert_same(dense, stream)
+
+
+@pytest.mark.parametrize("stop", ["exact", "assigned"])
+@pytest.mark.parametrize("saturation", ["capacity", "index"])
+def test_streaming_greedy_past_saturation(stop, saturation):
+    data = instance(5, n_train=400, n_valid=60, dim=4, saturate=True)
+    cost = poo_cost(data.train_emb, data.valid_emb, data.grad_norms, 0.5)
+    want = greedy_select(cost, 24, stop=stop, saturation=saturation)
+    blocks = CostBlocks(data.train_emb, data.valid_emb, data.grad_norms, 0.5, block_rows=50)
+    got, pt = greedy_select_streaming(blocks, RowStore(blocks, 80), 24, stop=stop,
+                                      saturation=saturation)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_array_equal(got.gains, want.gains)
+    assert got.capacity_picks == want.capacity_picks
+    if saturation == "capacity" and stop == "exact":
+        assert want.capacity_picks > 0 and pt is not None
+
+
+@pytest.mark.parametrize("labels", [False, True])
+def test_saturating_selection_matches(labels):
+    data = instance(7, n_train=600, n_valid=96, dim=4, labels=labels, saturate=True)
+    kw = {"budget": 24, "lam": 0.5, "max_iters": 30, "candidates": 5}
+    dense = GORACS(**kw, engine="dense").fit(data)
+    stream = GORACS(**kw, engine="streaming").fit(data)
+    assert dense.info_["capacity_picks"] > 0
+    assert_same(dense, stream)
+
+
+def test_streaming_never_holds_the_dense_matrix():
+    data = instance(3, n_train=3000, n_valid=800)
+    n_train, n_valid = 3000, 800
+    sel = GORACS(budget=32, lam=0.5, max_iters=10, candidates=5, medoid_rounds=3,
+                 engine="streaming")
+    import goracs.select.goracs as engine_module
+
+    real = engine_module.CostBlocks
+    engine_module.CostBlocks = lambda *a, **k: real(*a, **k, block_rows=64)  # type: ignore
+    try:
+        sel.fit(data)  # compile first: numba's own allocations are not what is measured
+        tracemalloc.start()
+        sel.fit(data)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    finally:
+        engine_module.CostBlocks = real
+    assert sel.info_["engine"] == "streaming"
+    assert peak < 0.4 * n_train * n_valid * 4, peak
+
+
+def test_auto_engine_follows_the_budget():
+    data = instance(4, n_train=6000, n_valid=300, dim=8)
+    # dense needs about 26 MB here (7 MB of it the cost matrix), streaming about 19 MB
+    small = GORACS(budget=16, max_iters=5, candidates=4, max_memory="22MB").fit(data)
+    big = GORACS(budget=16, max_iters=5, candidates=4, max_memory="1GB").fit(data)
+    assert small.info_["engine"] == "streaming" and big.info_["engine"] == "dense"
+    assert small.result().to_json()["engine"] == "streaming"
+    np.testing.assert_array_equal(small.indices_, big.indices_)
+    with pytest.raises(GoracsError, match="dense engine needs about"):
+        GORACS(budget=16, engine="dense", max_memory="1MB").fit(data)
+    with pytest.raises(GoracsError, match="even streaming"):
+        choose_engine("auto", [(10**6, 5000, 1024)], 10**6)
+
+
+def test_memory_sizes_parse():
+    assert parse_memory("6GB") == 6 * 2**30 and parse_memory("512mb") == 512 * 2**20
+    assert parse_memory("2.5G") == int(2.5 * 2**30) and parse_memory(1000) == 1000
+    for bad in ("lots", "-1GB", 0, True):
+        with pytest.raises(GoracsError, match="max-memory"):
+            parse_memory(bad)
+    with pytest.raises(GoracsError, match="engine"):
+        GORACS(budget=4, engine="sparse")
+
+
+def test_the_command_line_names_the_engine(tmp_path, capsys):
+    from goracs.cli import main
+
+    data = instance(6, n_train=2000, n_valid=300, dim=16)
+    paths = {}
+    for name, arr in (("t", data.train_emb), ("v", data.valid_emb), ("g", data.grad_norms)):
+        paths[name] = tmp_path / f"{name}.npy"
+        np.save(paths[name], arr)
+    docs = {}
+    for size in ("18MB", "1GB"):
+        out = tmp_path / size
+        assert main(["select", "--train-emb", str(paths["t"]), "--valid-emb", str(paths["v"]),
+                     "--grad-norms", str(paths["g"]), "--budget", "32", "--max-iters", "10",
+                     "--candidates", "5", "--max-memory", size, "--out", str(out)]) == 0
+        docs[size] = json.loads((out / "selection.json").read_text())
+        assert f"engine: {docs[size]['engine']} (" in capsys.readouterr().err
+        assert docs[size]["params"]["max_memory"] == size
+    assert docs["18MB"]["engine"] == "streaming" and docs["1GB"]["engine"] == "dense"
+    assert docs["18MB"]["indices"] == docs["1GB"]["indices"]
