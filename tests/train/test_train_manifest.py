@@ -97,7 +97,8 @@ def test_the_manifest_records_the_run(tiny_lora):
     doc = build_manifest(spec, job, {"model": "m", "model_files": "files:m"}, "key", progress,
                          {"train": 1.23456, "this_call": 2.0})
     assert list(doc) == ["kind", "run_key", "settings", "model", "model_files", "warm_start",
-                         "warm_start_files", "lora", "device", "data", "steps", "history",
+                         "warm_start_files", "lora", "device", "engine", "processes", "data",
+                         "steps", "history",
                          "best_epoch", "best_valid_loss", "final_epoch", "stopped_early",
                          "resumed_from_epoch", "seconds", "versions"]
     assert doc["data"] == {"train": "coreset.json", "train_samples": 2, "train_digest": "d1",
@@ -107,4 +108,6 @@ def test_the_manifest_records_the_run(tiny_lora):
     assert (doc["best_epoch"], doc["final_epoch"], doc["best_valid_loss"]) == (2, 2, None)
     assert doc["seconds"] == {"train": 1.235, "this_call": 2.0}
     assert doc["lora"]["r"] == 4 and doc["lora"]["target_modules"] == ["q_proj", "v_proj"]
-    assert set(doc["versions"]) == {"torch", "transformers", "peft"}
+    assert set(doc["versions"]) == {"torch", "transformers", "peft", "accelerate"}
+    assert (doc["engine"], doc["processes"]) == ("loop", 1)
+    assert "engine" not in doc["settings"]  # a loop run's settings, and key, as before

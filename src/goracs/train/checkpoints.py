@@ -143,14 +143,7 @@ def start_or_resume(ckdir: Path, run_key: str, out: Path, model: Any, optimizer:
     """The progress of the run keyed ``run_key``: restored from its last checkpoint in
     ``ckdir`` (model and optimizer included), or a fresh start with ``ckdir`` created for it.
     A folder of another run's checkpoints is refused."""
-    if ckdir.is_dir() and checkpoint_key(ckdir) != run_key:
-        # The resumable state of an unfinished run is no earlier output: it is kept for that
-        # run's own rerun, never replaced by another run's.
-        raise GoracsError(f"{ckdir} holds checkpoints of a different run (other data, model "
-                          "or settings); rerun that one to finish it, or remove the folder")
-    if not ckdir.is_dir():
-        ckdir.mkdir(parents=True)
-        atomic_write_json(ckdir / RUN, {"run_key": run_key, "out": str(out)})
+    if not open_run(ckdir, run_key, out):
         return Progress()
     cks = list_checkpoints(ckdir)
     if not cks:
@@ -158,3 +151,21 @@ def start_or_resume(ckdir: Path, run_key: str, out: Path, model: Any, optimizer:
     progress = Progress.resumed(load_checkpoint(cks[-1], model, optimizer, device))
     print(f"resuming {out} after epoch {progress.epoch}", file=sys.stderr)
     return progress
+
+
+def open_run(ckdir: Path, run_key: str, out: Path, create: bool = True) -> bool:
+    """Whether ``ckdir`` already holds checkpoints of the run keyed ``run_key``; when it does
+    not exist, it is created for that run (``create``). A folder of another run's checkpoints
+    is refused."""
+    if ckdir.is_dir() and checkpoint_key(ckdir) != run_key:
+        # The resumable state of an unfinished run is no earlier output: it is kept for that
+        # run's own rerun, never replaced by another run's.
+        raise GoracsError(f"{ckdir} holds checkpoints of a different run (other data, model, "
+                          "settings or engine); rerun that one to finish it, or remove the "
+                          "folder")
+    if ckdir.is_dir():
+        return True
+    if create:
+        ckdir.mkdir(parents=True)
+        atomic_write_json(ckdir / RUN, {"run_key": run_key, "out": str(out)})
+    return False

@@ -10,7 +10,7 @@ from goracs.checks import arg_float, arg_int, arg_seed
 from goracs.outputs import OutputPlace
 from goracs.records import load_records
 from goracs.threads import add_threads_option, apply_threads
-from goracs.train.settings import PRESETS, preset
+from goracs.train.settings import ENGINES, PRESETS, preset
 
 
 def _modules(text: str) -> tuple[str, ...]:
@@ -25,13 +25,19 @@ def _local(spec: str | None) -> str | None:
     return spec if spec is not None and os.path.exists(spec) else None
 
 
+def _main_process() -> bool:
+    """Whether this is the main process of the run (rank 0 of ``accelerate launch``)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "finetune",
         help="fine-tune a LoRA adapter on a coreset",
         description="LoRA fine-tuning of a causal LM on Alpaca records (a coreset). Writes a "
         "peft adapter folder with training.json (settings, losses, seconds). Checkpoints each "
-        "epoch; rerun with the same --out to resume.",
+        "epoch; rerun with the same --out to resume. With --engine trainer (the default) the "
+        "same command runs under `accelerate launch` on several processes.",
     )
     p.add_argument("--data", required=True, help="training records (coreset JSON)")
     p.add_argument("--valid", help="validation records: best epoch and early stopping")
@@ -59,6 +65,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="stop after N epochs without a lower validation loss")
     p.add_argument("--max-valid", type=arg_int(1), help="validation samples scored per epoch")
     p.add_argument("--dtype", choices=["fp32", "bf16"])
+    p.add_argument("--engine", choices=list(ENGINES), default="trainer",
+                   help="training loop: transformers' Trainer (default; runs under "
+                   "`accelerate launch`) or the plain single-device torch loop")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute activations in the backward pass (trainer engine)")
     p.add_argument("--warm-start", metavar="ADAPTER", help="peft adapter to continue from")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_threads_option(p)
@@ -76,7 +87,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         cutoff_len=args.cutoff_len, warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, loss=args.loss,
         seed=args.seed, early_stopping=args.early_stopping, max_valid=args.max_valid,
-        dtype=args.dtype,
+        dtype=args.dtype, engine=args.engine,
+        gradient_checkpointing=args.gradient_checkpointing or None,
     ).validate()
     # the adapter folder before any work: a training run is never thrown away at the end
     OutputPlace(args.out, "finetune", inputs=[args.data, args.valid, args.warm_start,
@@ -89,6 +101,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                         progress=not args.quiet,
                         sources={"train": args.data, "valid": args.valid,
                                  "preset": args.preset})
+    if not _main_process():
+        return 0
     last = manifest["history"][-1] if manifest["history"] else {}
     print(f"wrote {args.out}: {manifest['data']['train_samples']} samples, "
           f"{len(manifest['history'])} epochs, best epoch {manifest['best_epoch']}, "

@@ -85,7 +85,7 @@ def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {}
-    for name in ("torch", "transformers", "peft"):
+    for name in ("torch", "transformers", "peft", "accelerate"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -102,8 +102,10 @@ def _lora_summary(model: Any) -> dict[str, Any]:
 
 
 def build_manifest(spec: RunSpec, job: Training, identity: Mapping[str, Any], key: str,
-                   progress: Progress, seconds: Mapping[str, float]) -> dict[str, Any]:
-    """The content of ``training.json``; ``seconds`` holds ``train`` and ``this_call``."""
+                   progress: Progress, seconds: Mapping[str, float],
+                   processes: int = 1) -> dict[str, Any]:
+    """The content of ``training.json``; ``seconds`` holds ``train`` and ``this_call``,
+    ``processes`` the number of processes that trained (``accelerate launch``)."""
     return {
         "kind": "goracs finetune",
         "run_key": key,
@@ -114,6 +116,8 @@ def build_manifest(spec: RunSpec, job: Training, identity: Mapping[str, Any], ke
         "warm_start_files": spec.warm_files,
         "lora": _lora_summary(job.model),
         "device": spec.device,
+        "engine": spec.settings.engine,
+        "processes": processes,
         "data": {**(dict(spec.sources) if spec.sources else {}),
                  "train_samples": len(job.train), "train_digest": spec.train_digest,
                  "train_loss_tokens": job.train.loss_tokens(),

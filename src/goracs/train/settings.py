@@ -9,6 +9,12 @@ from typing import Any
 from goracs.errors import GoracsError
 
 LOSSES = ("response", "full")
+#: the training loops: the plain torch loop of :mod:`goracs.train.loop`, or transformers'
+#: ``Trainer`` (:mod:`goracs.train.hf`), which also runs under ``accelerate launch``
+ENGINES = ("loop", "trainer")
+#: settings left out of :meth:`TrainSettings.to_dict` while they hold these values, so that
+#: the keys of runs made before the settings existed stay as they were
+_UNKEYED_DEFAULTS = {"engine": "loop", "gradient_checkpointing": False}
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,11 @@ class TrainSettings:
     ``None`` keeps all). ``early_stopping`` is the patience in epochs (``None``: never stop
     early). The learning rate rises linearly over ``warmup_steps`` steps, then falls linearly
     to zero at the last step (the transformers Trainer default schedule).
+
+    ``engine`` picks the training loop (:data:`ENGINES`); the library default stays the plain
+    loop, whose run keys predate the choice. ``gradient_checkpointing`` recomputes the
+    decoder's activations in the backward pass (trainer engine only). Neither appears in
+    :meth:`to_dict` at those defaults.
     """
 
     lora_r: int = 8
@@ -42,6 +53,8 @@ class TrainSettings:
     early_stopping: int | None = None
     max_valid: int | None = 64
     dtype: str = "fp32"
+    engine: str = "loop"
+    gradient_checkpointing: bool = False
 
     def validate(self) -> TrainSettings:
         """Return ``self`` after checking every value; raise :class:`GoracsError` otherwise."""
@@ -81,11 +94,22 @@ class TrainSettings:
             raise GoracsError(f"max-valid must be at least 1, got {self.max_valid}")
         if self.dtype not in ("fp32", "bf16"):
             raise GoracsError(f"dtype must be fp32 or bf16, got {self.dtype!r}")
+        if self.engine not in ENGINES:
+            raise GoracsError(f"engine must be one of {', '.join(ENGINES)}, got "
+                              f"{self.engine!r}")
+        if self.gradient_checkpointing and self.engine != "trainer":
+            raise GoracsError("gradient-checkpointing needs the trainer engine")
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON values: what run keys and manifests record. ``engine``
+        and ``gradient_checkpointing`` are left out at their defaults, so a plain-loop run
+        keeps the key it had before either existed."""
         d = asdict(self)
         d["target_modules"] = list(self.target_modules)
+        for name, value in _UNKEYED_DEFAULTS.items():
+            if d[name] == value:
+                del d[name]
         return d
 
     def updated(self, **changes: Any) -> TrainSettings:

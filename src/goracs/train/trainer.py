@@ -8,6 +8,11 @@ validation data) is written with its manifest (:mod:`goracs.train.manifest`). Th
 assembled beside ``OUT`` and swapped in whole (:mod:`goracs.outputs`): an earlier finished run
 there is reused when it is this run (same settings, data, model and warm start) and replaced
 otherwise; a folder holding anything else is refused before any work.
+
+``settings.engine`` picks the epochs' loop: the plain torch loop of :mod:`goracs.train.loop`,
+or transformers' ``Trainer`` (:mod:`goracs.train.hf`), which runs the same call under
+``accelerate launch`` on several processes; there every process trains and only the main one
+writes the checkpoint state and the adapter.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from goracs.errors import GoracsError
 from goracs.lm import add_lora, check_adapter_dir, load_lm, pick_device
 from goracs.outputs import OutputPlace
 from goracs.records import render_prompt
-from goracs.train.checkpoints import checkpoint_dir, epoch_dir, start_or_resume
+from goracs.train.checkpoints import checkpoint_dir, epoch_dir, open_run, start_or_resume
 from goracs.train.encoding import Encoded, encode_records
 from goracs.train.loop import Training, run_epochs
 from goracs.train.manifest import RunSpec, build_manifest, finished_run, run_key, write_adapter
@@ -92,6 +97,8 @@ def finetune(
         return done
 
     t_start = time.perf_counter()
+    if settings.engine == "trainer":
+        return _finetune_trainer(spec, out, ckdir, place, progress, t_start)
     job, identity = _prepare(spec, ckdir)
     key = run_key(spec, identity)
     state = start_or_resume(ckdir, key, out, job.model, job.optimizer, spec.device)
@@ -137,40 +144,80 @@ def _run_spec(train_records: Sequence[Mapping[str, Any]],
                    sources=sources)
 
 
-def _prepare(spec: RunSpec, ckdir: Path) -> tuple[Training, dict[str, Any]]:
-    """Load the model with its adapter, encode the records and set up the optimizer; the
-    model's identity (:func:`goracs.lm.load_lm`) comes along."""
+def _finetune_trainer(spec: RunSpec, out: Path, ckdir: Path, place: OutputPlace,
+                      progress: bool, t_start: float) -> dict[str, Any]:
+    """:func:`finetune` with ``Trainer`` (:mod:`goracs.train.hf`), in each process of the run;
+    the main process alone creates the checkpoint folder and writes the adapter."""
+    from goracs.train import hf
+
+    args = hf.training_arguments(spec.settings, ckdir, spec.device)
+    dist = hf.dist_state()
+    main = dist.is_main_process
+    # the model stays on the CPU until the Trainer places it on this process's device
+    job, identity = _prepare(spec, ckdir, device="cpu", optimizer=False)
+    key = run_key(spec, identity)
+    if main:
+        open_run(ckdir, key, out)
+    dist.wait_for_everyone()
+    if not main:
+        open_run(ckdir, key, out, create=False)
+    resume_from, state = hf.last_checkpoint(ckdir)
+    if resume_from is not None and main:
+        print(f"resuming {out} after epoch {state.epoch}", file=sys.stderr)
+    dist.wait_for_everyone()  # every process has read the state before training moves on
+    train_seconds = hf.run_trainer(job, args, state, resume_from, desc=f"finetune {out.name}",
+                                   show=progress)
+    final_src = epoch_dir(ckdir, state.best_epoch)
+    if main and not (final_src / "adapter_model.safetensors").is_file():
+        raise GoracsError(f"checkpoint {final_src} is missing; remove {ckdir} and rerun")
+    manifest = build_manifest(spec, job, identity, key, state,
+                              {"train": train_seconds,
+                               "this_call": time.perf_counter() - t_start},
+                              processes=dist.num_processes)
+    if main:
+        write_adapter(place, final_src, manifest)
+        shutil.rmtree(ckdir, ignore_errors=True)
+    dist.wait_for_everyone()
+    return manifest
+
+
+def _prepare(spec: RunSpec, ckdir: Path, device: str | None = None,
+             optimizer: bool = True) -> tuple[Training, dict[str, Any]]:
+    """Load the model with its adapter onto ``device`` (the run's by default), encode the
+    records and set up the optimizer (none without ``optimizer``: ``Trainer`` makes its own);
+    the model's identity (:func:`goracs.lm.load_lm`) comes along."""
     import torch
 
     s = spec.settings
-    lm, tok, identity = _load_model(spec)
+    lm, tok, identity = _load_model(spec, device or spec.device)
     train = Encoded(*encode_records(tok, spec.train, s.cutoff_len, s.loss))
     valid = (Encoded(*encode_records(tok, spec.valid, s.cutoff_len, s.loss))
              if spec.valid else Encoded([], []))
     _check_answers(train, s.cutoff_len)
     trainable = [p for p in lm.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=s.lr, weight_decay=s.weight_decay)
-    job = Training(model=lm, trainable=trainable, optimizer=optimizer, train=train,
+    opt = (torch.optim.AdamW(trainable, lr=s.lr, weight_decay=s.weight_decay)
+           if optimizer else None)
+    job = Training(model=lm, trainable=trainable, optimizer=opt, train=train,
                    valid=valid, pad_id=int(tok.pad_token_id), settings=s, device=spec.device,
                    ckdir=ckdir)
     return job, identity
 
 
-def _load_model(spec: RunSpec) -> tuple[Any, Any, dict[str, Any]]:
-    """The base model with the warm-start adapter (trainable) or a fresh LoRA, on the device,
+def _load_model(spec: RunSpec, device: str) -> tuple[Any, Any, dict[str, Any]]:
+    """The base model with the warm-start adapter (trainable) or a fresh LoRA, on ``device``,
     its tokenizer and its identity."""
     import torch
 
     s = spec.settings
     torch.manual_seed(s.seed)
     if spec.warm_start is not None:
-        return load_lm(spec.model, spec.warm_start, dtype=s.dtype, device=spec.device,
+        return load_lm(spec.model, spec.warm_start, dtype=s.dtype, device=device,
                        trainable_adapter=True)
     # the fresh LoRA is drawn on the CPU, so every device starts from the same weights
     lm, tok, identity = load_lm(spec.model, None, dtype=s.dtype, device="cpu")
     lm = add_lora(lm, r=s.lora_r, alpha=s.lora_alpha, dropout=s.lora_dropout,
                   targets=s.target_modules, seed=s.seed, name=identity["model"])
-    lm.to(spec.device)
+    lm.to(device)
     return lm, tok, identity
 
 
