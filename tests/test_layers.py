@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "goracs"
 #: layer -> the top-level names under ``goracs`` it holds (a module or a package)
 LAYERS = {
     "shared": {"__init__", "errors", "paths", "io", "checks", "outputs", "threads", "models",
-               "cache", "records", "prompts", "prepared", "lm"},
+               "cache", "records", "prompts", "prepared", "lm", "cluster"},
     "stage": {"data", "features", "select", "train", "evaluate"},
     "runner": {"experiment"},
     "cli": {"cli"},

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from goracs.checks import arg_int, arg_seed
+from goracs.cluster import RAY_HELP, check_ray, parse_ray
 from goracs.errors import GoracsError
 from goracs.models import PACKAGED_ENCODER, PACKAGED_LLM
 from goracs.threads import add_threads_option, apply_threads
@@ -75,6 +76,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="cpu (default), cuda[:N] or auto (a GPU when there is one); results "
                         "agree with the CPU's to float rounding and share its cache")
     add_threads_option(p)
+    g = p.add_argument_group("scaling out")
+    g.add_argument("--ray", default=None, metavar="ADDRESS", help=RAY_HELP + "; one model "
+                   "per actor, each with --threads CPU threads (default 1) or, with --device "
+                   "cuda, one GPU; the actors write the shards of the pass into DIR, so a "
+                   "cluster's nodes must share its filesystem. Results and cache match a run "
+                   "without --ray; the sentence encoder still runs here")
+    g.add_argument("--ray-actors", type=arg_int(1), default=None, metavar="N",
+                   help="actors to start with --ray (default: as many as the cluster's CPUs, "
+                        "or GPUs, hold)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_features)
 
@@ -95,7 +105,16 @@ def cmd_features(args: argparse.Namespace) -> int:
         raise GoracsError(f"--max-length must be at least 2, got {args.max_length}")
     if not targets:
         raise GoracsError("--lora-targets names no module")
-    pick_device(args.device)  # an unknown or missing device fails before any work
+    ray = None
+    if args.ray is not None:
+        from goracs.features.ray_pass import RayOptions
+
+        ray = RayOptions(parse_ray(args.ray), threads=args.threads, actors=args.ray_actors)
+        check_ray(ray.spec)
+    elif args.ray_actors is not None:
+        raise GoracsError("--ray-actors needs --ray")
+    if ray is None or not args.device.startswith("cuda"):
+        pick_device(args.device)  # an unknown or missing device fails before any work
     apply_threads(args.threads)
     settings = FeatureSettings(
         task=args.task, encoder=args.encoder, encoder_batch_size=args.encoder_batch_size,
@@ -112,9 +131,11 @@ def cmd_features(args: argparse.Namespace) -> int:
 
         hf_logging.disable_progress_bar()  # its weight-loading bars ignore our progress flag
     manifest = build_features(args.data_dir, settings, progress=not args.quiet,
-                              log=lambda msg: print(msg, file=sys.stderr))
+                              log=lambda msg: print(msg, file=sys.stderr), ray=ray)
     secs = manifest["seconds"]
+    # With --embedding llm there is no encoder entry: the embeddings are the LLM's.
+    emb = manifest["encoder"] or manifest["llm_embedding"]
     print(f"task {manifest['task']}: {manifest['n_train']} train, {manifest['n_valid']} valid "
-          f"samples; embeddings {manifest['encoder']['dim']}-d; features in "
+          f"samples; embeddings {emb['dim']}-d; features in "
           f"{args.data_dir.rstrip('/')}/features/ ({secs['total']:.1f} s)")
     return 0

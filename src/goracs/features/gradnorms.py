@@ -24,7 +24,7 @@ lives in the module of its concept:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -311,7 +311,9 @@ class GradNormScorer:
                         response_starts: Sequence[int] | None = None,
                         cache_dir: str | os.PathLike | None = None,
                         progress: bool = True, *, scores: bool = True,
-                        embed: bool = False) -> SampleScores:
+                        embed: bool = False,
+                        runner: Callable[[shards.ShardPlan, Callable[[int], Any]], None]
+                        | None = None) -> SampleScores:
         """Gradient norms, and with ``response_starts`` EL2N and influence, in one pass.
 
         Parameters
@@ -334,6 +336,11 @@ class GradNormScorer:
             1,536 for the default block of SmolLM2) until then.
         progress : bool
             A tqdm bar on stderr.
+        runner : callable, optional
+            Computes the missing shards elsewhere, each written where this scorer would write
+            it (see :func:`goracs.features.shards.score_in_shards`); needs ``cache_dir``.
+            :func:`goracs.features.ray_pass.ray_runner` makes one that spreads them over Ray
+            actors.
         """
         if len(ids) == 0:
             raise GoracsError("no samples to score")
@@ -360,7 +367,7 @@ class GradNormScorer:
             seqs, starts, self.processing_order(seqs),
             shard_size=self.batch_size * self.shard_batches, batch_size=self.batch_size,
             prepare=self.prepare, batch_scores=self.batch_scores, with_scores=with_scores,
-            embed=embed, parts=parts, progress=progress)
+            embed=embed, parts=parts, progress=progress, runner=runner)
         if final is not None:
             shards.save_results(results, final, parts)
         return SampleScores(results["gradnorms"], results.get("el2n"),

@@ -39,6 +39,7 @@ from goracs.checks import seed
 from goracs.errors import GoracsError
 from goracs.features.embeddings import embed_texts
 from goracs.features.gradnorms import LOSSES, GradNormScorer, SampleScores
+from goracs.features.ray_pass import RayOptions, describe, ray_runner
 from goracs.features.scoring_model import LoraSettings, load_scoring_model
 from goracs.io import atomic_save_npy, atomic_write_json, read_json
 from goracs.models import PACKAGED_ENCODER, PACKAGED_LLM, resolve_encoder
@@ -101,9 +102,27 @@ def resolve_grad_loss(settings: FeatureSettings, task: str) -> str:
 
 
 def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None = None,
-                   progress: bool = True, log: Callable[[str], None] | None = None
-                   ) -> dict[str, Any]:
-    """Compute and write the features of a prepared data folder; return the manifest."""
+                   progress: bool = True, log: Callable[[str], None] | None = None,
+                   ray: RayOptions | None = None) -> dict[str, Any]:
+    """Compute and write the features of a prepared data folder; return the manifest.
+
+    Parameters
+    ----------
+    data_dir : path
+        The prepared folder.
+    settings : FeatureSettings, optional
+        What to compute (defaults: method.md section 2).
+    progress : bool
+        Progress bars on stderr.
+    log : callable, optional
+        Takes one-line messages.
+    ray : RayOptions, optional
+        Run the gradient pass's missing shards on Ray actors
+        (:mod:`goracs.features.ray_pass`); the shards, cache files, outputs and settings
+        digest are those of a run without Ray, so either kind of run resumes the other's.
+        The sentence encoder's embeddings and the validation set's LLM embeddings stay in
+        this process. The manifest gains a ``ray`` entry when actors computed shards.
+    """
     s = settings or FeatureSettings()
     say = log or (lambda msg: None)
     d = Path(data_dir)
@@ -142,7 +161,7 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
     encoder_path = resolve_encoder(s.encoder) if s.embedding != "llm" else None
     embs = _encoder_embeddings(s, task, {"train": train, "valid": valid}, encoder_path,
                                cache, progress, seconds, say)
-    run = _gradient_pass(s, d, train, grad_loss, cache, progress, seconds, say)
+    run = _gradient_pass(s, d, train, grad_loss, cache, progress, seconds, say, ray)
     llm = None
     if run.use_llm:
         llm = _llm_embeddings(run, d, valid, s.max_length, cache, progress, seconds, say)
@@ -152,6 +171,8 @@ def build_features(data_dir: str | os.PathLike, settings: FeatureSettings | None
     seconds["total"] = time.perf_counter() - t_all
     manifest = _manifest(s, task, len(train), len(valid), files, digests, encoder_path, embs,
                          llm, run, labels, seconds)
+    if ray is not None and ray.used:
+        manifest["ray"] = dict(ray.used)
     atomic_write_json(part / "features.json", manifest)
     place.commit()
     return manifest
@@ -194,18 +215,27 @@ def _encoder_embeddings(s: FeatureSettings, task: str, splits: dict[str, list[di
 
 def _gradient_pass(s: FeatureSettings, d: Path, train: list[dict[str, Any]], grad_loss: str,
                    cache: Path, progress: bool, seconds: dict[str, float],
-                   say: Callable[[str], None]) -> _GradientRun:
+                   say: Callable[[str], None], ray: RayOptions | None = None) -> _GradientRun:
     """Load the scoring model and score the training pool: gradient norms, and as the
-    settings ask, EL2N, influence and LLM embeddings from the same pass."""
+    settings ask, EL2N, influence and LLM embeddings from the same pass (its shards on Ray
+    actors with ``ray``)."""
     use_llm = s.embedding in ("llm", "both")
     t0 = time.perf_counter()
     lora = LoraSettings(r=s.lora_r, alpha=s.lora_alpha, targets=tuple(s.lora_targets),
                         seed=s.seed)
+    device = s.device if ray is None else _driver_device(s.device)
     model, tokenizer, identity = load_scoring_model(s.model, s.adapter, lora=lora,
-                                                    dtype=s.dtype, device=s.device)
-    scorer = GradNormScorer(model, tokenizer, block=s.block, batch_size=s.batch_size,
-                            max_length=s.max_length, sort_by_length=s.sort_by_length,
-                            share_prefix=s.share_prefix, identity=identity, loss=grad_loss)
+                                                    dtype=s.dtype, device=device)
+    scorer_args = {"block": s.block, "batch_size": s.batch_size, "max_length": s.max_length,
+                   "sort_by_length": s.sort_by_length, "share_prefix": s.share_prefix,
+                   "loss": grad_loss}
+    scorer = GradNormScorer(model, tokenizer, identity=identity, **scorer_args)
+    runner = None
+    if ray is not None:
+        load = {"model": s.model, "adapter": s.adapter, "dtype": s.dtype, "device": s.device,
+                "lora": {**asdict(lora), "targets": list(lora.targets)}}
+        runner = ray_runner(ray, load, scorer_args,
+                            lambda seqs: describe(scorer, seqs), log=say)
     seconds["load_model"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     ids = scorer.tokenize(training_texts(train))
@@ -213,7 +243,7 @@ def _gradient_pass(s: FeatureSettings, d: Path, train: list[dict[str, Any]], gra
     if s.scores or grad_loss == "response" or use_llm:
         starts = _response_starts(scorer, train, ids, d / "train.json", s.max_length)
     result = scorer.scores_from_ids(ids, starts, cache_dir=cache, progress=progress,
-                                    scores=s.scores, embed=use_llm)
+                                    scores=s.scores, embed=use_llm, runner=runner)
     norms = result.grad_norms
     seconds["grad_norms"] = time.perf_counter() - t0
     say(f"train: {norms.shape[0]} gradient norms of the {grad_loss} loss, median "
@@ -221,6 +251,18 @@ def _gradient_pass(s: FeatureSettings, d: Path, train: list[dict[str, Any]], gra
         f"{', EL2N and influence included' if s.scores else ''}"
         f"{', LLM embeddings included' if use_llm else ''})")
     return _GradientRun(scorer, identity, grad_loss, use_llm, ids, starts, result)
+
+
+def _driver_device(device: str) -> str:
+    """The device of the driver's own model in a Ray run: the one asked for when this
+    machine has it, else the CPU (the actors may have GPUs the driver lacks)."""
+    from goracs.lm import pick_device
+
+    try:
+        pick_device(device)
+    except GoracsError:
+        return "cpu"
+    return device
 
 
 def _llm_embeddings(run: _GradientRun, d: Path, valid: list[dict[str, Any]], max_length: int,

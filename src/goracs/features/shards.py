@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,28 +103,71 @@ class _Shards:
     def keep(self, k: int, out: list[BatchResult], parts: Path | None, with_scores: bool,
              embed: bool) -> None:
         """Record shard ``k`` from its batches' results, saving it under ``parts`` if given."""
-        norms = np.concatenate([o[0] for o in out])
-        if with_scores:
-            self.errs[k] = np.concatenate([o[1] for o in out])
-            self.grads[k] = np.concatenate([o[2] for o in out])
-        if embed:
-            self.embs[k] = np.concatenate([o[3] for o in out])
+        norms, errs, grads, embs = join_batches(out, with_scores, embed)
+        self.errs[k], self.grads[k], self.embs[k] = errs, grads, embs
         if parts is not None:
-            # The norms shard goes last: its presence marks the shard complete.
+            save_shard(parts, k, norms, errs, grads, embs)
             if with_scores:
-                atomic_save_npy(parts / f"grad-{k:05d}.npy", self.grads[k])
-                atomic_save_npy(parts / f"el2n-{k:05d}.npy", self.errs[k])
                 self.grads[k] = parts / f"grad-{k:05d}.npy"
-            if embed:
-                atomic_save_npy(parts / f"llmemb-{k:05d}.npy", self.embs[k])
-            atomic_save_npy(parts / f"shard-{k:05d}.npy", norms)
         self.norms[k] = norms
+
+
+def join_batches(out: list[BatchResult], with_scores: bool, embed: bool
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None,
+                            np.ndarray | None]:
+    """One shard's norms, EL2N, gradients and embeddings from its batches' results (None for
+    what the pass does not compute)."""
+    norms = np.concatenate([o[0] for o in out])
+    errs = np.concatenate([o[1] for o in out]) if with_scores else None
+    grads = np.concatenate([o[2] for o in out]) if with_scores else None
+    embs = np.concatenate([o[3] for o in out]) if embed else None
+    return norms, errs, grads, embs
+
+
+def save_shard(parts: Path, k: int, norms: np.ndarray, errs: np.ndarray | None,
+               grads: np.ndarray | None, embs: np.ndarray | None) -> None:
+    """Write shard ``k`` under ``parts``, each file atomically and the norms last: their
+    presence marks the shard complete, so an interruption leaves it whole or missing."""
+    if grads is not None:
+        atomic_save_npy(parts / f"grad-{k:05d}.npy", grads)
+    if errs is not None:
+        atomic_save_npy(parts / f"el2n-{k:05d}.npy", errs)
+    if embs is not None:
+        atomic_save_npy(parts / f"llmemb-{k:05d}.npy", embs)
+    atomic_save_npy(parts / f"shard-{k:05d}.npy", norms)
+
+
+def shard_batches(order: np.ndarray, k: int, shard_size: int,
+                  batch_size: int) -> list[np.ndarray]:
+    """The pool positions of each batch of shard ``k``, in processing order."""
+    idx = order[k * shard_size:(k + 1) * shard_size]
+    return [idx[b:b + batch_size] for b in range(0, len(idx), batch_size)]
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """What an outside runner of the pass (:func:`score_in_shards`'s ``runner``) is handed:
+    the pool, its processing order and sharding, what to compute, where the shards go and
+    which are still missing."""
+
+    seqs: Sequence[np.ndarray]
+    starts: np.ndarray | None
+    order: np.ndarray
+    shard_size: int
+    batch_size: int
+    with_scores: bool
+    embed: bool
+    parts: Path
+    missing: list[int]
+    sizes: list[int]
 
 
 def score_in_shards(seqs: Sequence[np.ndarray], starts: np.ndarray | None, order: np.ndarray,
                     *, shard_size: int, batch_size: int, prepare: Callable[..., None],
                     batch_scores: Callable[..., BatchResult], with_scores: bool, embed: bool,
-                    parts: Path | None, progress: bool = True) -> dict[str, np.ndarray]:
+                    parts: Path | None, progress: bool = True,
+                    runner: Callable[[ShardPlan, Callable[[int], Any]], None] | None = None
+                    ) -> dict[str, np.ndarray]:
     """Score a pool shard by shard, resuming from the shards under ``parts``.
 
     Parameters
@@ -137,6 +181,11 @@ def score_in_shards(seqs: Sequence[np.ndarray], starts: np.ndarray | None, order
     with_scores, embed : whether EL2N and influence, and embeddings, are computed
     parts : folder of the shards (None: nothing saved)
     progress : a tqdm bar on stderr
+    runner : computes the missing shards elsewhere (on Ray actors, say), called as
+        ``runner(plan, advance)`` with a :class:`ShardPlan` and a callable that moves the
+        progress bar by a number of samples; it must leave every shard of ``plan.missing``
+        under ``plan.parts`` as :func:`save_shard` writes them, which are then read back
+        (``prepare`` and ``batch_scores`` are not called). Needs ``parts``.
 
     Returns
     -------
@@ -154,15 +203,24 @@ def score_in_shards(seqs: Sequence[np.ndarray], starts: np.ndarray | None, order
                else "gradient norms", unit="sample", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
     with bar:
-        if done < n:
+        if done < n and runner is not None:
+            if parts is None:
+                raise GoracsError("an outside runner of the pass needs a cache folder")
+            parts.mkdir(parents=True, exist_ok=True)
+            missing = [k for k, a in enumerate(state.norms) if a is None]
+            runner(ShardPlan(seqs, starts, order, shard_size, batch_size, with_scores, embed,
+                             parts, missing, sizes), bar.update)
+            state = _Shards(parts, sizes, with_scores, embed)
+            if state.done() < n:
+                raise GoracsError(f"{parts}: {n - state.done()} samples' shards are missing "
+                                  "after the pass; rerun to complete them")
+        elif done < n:
             prepare(seqs, starts)
-        for k, s in enumerate(bounds):
+        for k in range(len(bounds)):
             if state.norms[k] is not None:
                 continue
-            idx = order[s:s + shard_size]
             out: list[BatchResult] = []
-            for b in range(0, len(idx), batch_size):
-                part = idx[b:b + batch_size]
+            for part in shard_batches(order, k, shard_size, batch_size):
                 st = None if starts is None else starts[part]
                 got = (batch_scores([seqs[i] for i in part], st, embed=True) if embed
                        else batch_scores([seqs[i] for i in part], st))

@@ -16,6 +16,7 @@ from goracs.checks import (
     arg_seed,
     check_json_depth,
 )
+from goracs.cluster import check_ray, parse_ray
 from goracs.errors import GoracsError
 from goracs.io import loads_json
 from goracs.outputs import OutputPlace
@@ -46,7 +47,16 @@ _METHOD_FLAGS = {
     "medoid_rounds": "medoid_rounds",
     "patience": "patience",
     "max_memory": "max_memory",
+    "ray": "ray",
 }
+# Flags whose unset value (None) leaves the method's own default.
+_UNSET_KEEPS_DEFAULT = ("lam", "max_memory", "ray")
+
+RAY_HELP = ("run GORACS's passes over the pool (greedy's first gains, fill costs, medoid "
+            "pricing, marginal impacts) as Ray tasks, on the streaming engine, with the same "
+            "selection: local:N (a local Ray of N CPUs, started and stopped by this run), auto "
+            "(the cluster Ray finds: RAY_ADDRESS or `ray start`'s) or HOST:PORT of a running "
+            "cluster's head")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -101,6 +111,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-memory", default=None, metavar="SIZE",
                    help="memory budget of GORACS, e.g. 6GB: the dense cost matrix when it "
                    "fits, else the streaming engine (default: 70%% of the memory available)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS", help=RAY_HELP)
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="any other constructor argument of the method (repeatable)")
     p.add_argument("--seed", type=arg_seed(), default=0,
@@ -144,9 +155,12 @@ def build_selector(args: argparse.Namespace) -> Any:
     kwargs: dict[str, Any] = {"budget": args.budget, "seed": args.seed}
     for flag, pname in _METHOD_FLAGS.items():
         # an unset --lam leaves a method's own default (DEALRec's lam is another weight)
-        if pname in accepted and not (flag in ("lam", "max_memory")
+        if pname in accepted and not (flag in _UNSET_KEEPS_DEFAULT
                                       and getattr(args, flag) is None):
             kwargs[pname] = getattr(args, flag)
+    if getattr(args, "ray", None) is not None and "ray" not in accepted:
+        raise GoracsError(f"--ray runs GORACS's passes on Ray; method {args.method!r} runs "
+                          "here only")
     for k, v in _parse_kv(args.param, "--param").items():
         if k not in accepted:
             raise GoracsError(f"method {args.method!r} has no parameter {k!r}")
@@ -161,6 +175,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     if args.budget <= 0:
         raise GoracsError(f"budget must be a positive integer, got {args.budget}")
     named_scores = _parse_kv(args.score, "--score")
+    if args.ray is not None:  # a bad value or a cluster that does not answer: before any work
+        check_ray(parse_ray(args.ray))
     arrays: dict[str, str | None] = {f: getattr(args, f) for f in SELECTION_ARRAYS}
     # the output folder before any work: a selection is never thrown away at the end
     place = OutputPlace(args.out, "select",
@@ -209,6 +225,10 @@ def cmd_select(args: argparse.Namespace) -> int:
     if "engine" in manifest:
         print(f"engine: {manifest['engine']} ({getattr(selector, 'engine_note_', '')})",
               file=sys.stderr)
+    if "ray" in manifest:
+        r = manifest["ray"]
+        print(f"ray: {r['passes']} passes as {r['tasks']} tasks on {r['cpus']} CPUs "
+              f"({r['address']}, {r['session']})", file=sys.stderr)
     poo = manifest.get("poo")
     poo_txt = "" if poo is None else f", POO {poo:.5f}"
     print(f"selected {manifest['budget']} of {data.n_train} with {manifest['method']}{poo_txt} "

@@ -12,7 +12,9 @@ constants (max D, and the extremes of D/maxD - lambda g/maxg, derived from each 
 smallest and largest distance) come from one pass over the blocks when the object is made.
 Every stage that reads the whole pool makes one pass: the row sums and first relaxed gains of
 greedy initialisation, the fill costs at saturation, each medoid round's slot costs, each
-refinement round's marginal impacts.
+refinement round's marginal impacts. A pass is :meth:`CostBlocks.map` of a module-level
+function of one block and a few small arguments, so that
+:class:`goracs.select.remote.RayBlocks` can run the same blocks as Ray tasks (``--ray``).
 
 *Held.* The N-long vectors (row sums, gains, fill costs, impacts, the lazy heaps) and a
 compact matrix (:class:`RowStore`) of the rows the transport needs -- the coreset, the swap
@@ -41,7 +43,8 @@ the 1.5 GB of inputs, against 20 GB for the dense matrix alone.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -78,12 +81,44 @@ class CostBlocks:
         n = self.train.shape[0]
         row_max = np.empty(n, dtype=np.float32)
         row_min = np.empty(n, dtype=np.float32)
-        for start in range(0, n, self.block_rows):
-            d = self._distances(slice(start, start + self.block_rows))
-            row_max[start:start + d.shape[0]] = d.max(axis=1)
-            row_min[start:start + d.shape[0]] = d.min(axis=1)
-        self.scale = CostScale.from_extremes(row_max, row_min, grad_norms, lam)
+        for start, (hi, lo) in self._extremes():
+            row_max[start:start + hi.shape[0]] = hi
+            row_min[start:start + lo.shape[0]] = lo
+        self.scale: CostScale = CostScale.from_extremes(row_max, row_min, grad_norms, lam)
         self.passes = 1  # passes over the pool so far
+
+    @classmethod
+    def from_parts(cls, train: np.ndarray, valid: np.ndarray, scale: CostScale | None,
+                   block_rows: int) -> CostBlocks:
+        """A cost source from inputs and constants found before, without the pass over the
+        pool that finds them (a Ray task rebuilding its blocks: :mod:`goracs.select.remote`).
+        With ``scale`` None only :meth:`distance_block` may be used."""
+        self = cls.__new__(cls)
+        self.train = np.ascontiguousarray(train, dtype=np.float32)
+        self.valid = np.ascontiguousarray(valid, dtype=np.float32)
+        self.block_rows = int(block_rows)
+        if scale is not None:
+            self.scale = scale
+        self.passes = 0
+        return self
+
+    def _extremes(self) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
+        """Each block's first row and its rows' largest and smallest distances."""
+        for start in self.starts():
+            yield start, _extremes_of(self.distance_block(start))
+
+    def starts(self) -> range:
+        """The first row of each block of a pass: the block boundaries every pass keeps."""
+        return range(0, self.shape[0], self.block_rows)
+
+    def distance_block(self, start: int) -> np.ndarray:
+        """The distances (float32) of the block that begins at row ``start``."""
+        return self._distances(slice(start, start + self.block_rows))
+
+    def block(self, start: int) -> np.ndarray:
+        """The cost rows (float32) of the block that begins at row ``start``."""
+        sl = slice(start, min(self.shape[0], start + self.block_rows))
+        return self.scale.normalise(self._distances(sl), sl)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -106,10 +141,24 @@ class CostBlocks:
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """Each block's first row and its cost rows, over the whole pool (one pass)."""
         self.passes += 1
-        n = self.shape[0]
-        for start in range(0, n, self.block_rows):
-            sl = slice(start, min(n, start + self.block_rows))
-            yield start, self.scale.normalise(self._distances(sl), sl)
+        for start in self.starts():
+            yield start, self.block(start)
+
+    def map(self, fn: Callable[..., Any], *args: Any) -> Iterator[tuple[int, Any]]:
+        """One pass over the pool: each block's first row and ``fn(start, cost_rows, *args)``,
+        in block order.
+
+        ``fn`` depends on its block and ``args`` alone, so a subclass may run the blocks
+        elsewhere (:class:`goracs.select.remote.RayBlocks`): it must be a module-level
+        function, and ``args`` stay unchanged during the pass.
+        """
+        for start, blk in self.blocks():
+            yield start, fn(start, blk, *args)
+
+
+def _extremes_of(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's largest and smallest distance."""
+    return dist.max(axis=1), dist.min(axis=1)
 
 
 class RowStore:

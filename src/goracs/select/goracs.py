@@ -3,10 +3,11 @@ its label-enhanced form (method.md sections 3-5)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from goracs.cluster import parse_ray
 from goracs.errors import GoracsError
 from goracs.select.base import SelectionData, Selector, register
 from goracs.select.cost import poo_cost
@@ -29,6 +30,9 @@ from goracs.select.streaming import (
     impact_function,
 )
 from goracs.select.transport import TransportState
+
+if TYPE_CHECKING:
+    from goracs.select.remote import RayPool
 
 # Medoid rounds stop once one lowers POO by less than this share.
 MEDOID_TOL = 1e-3
@@ -84,6 +88,12 @@ class GORACS(Selector):
         ``max_memory``. ``info["engine"]`` records the one used.
     max_memory : the memory budget, bytes or a size such as "6GB"; None: 70% of the memory
         available when the selection starts.
+    ray : run the streaming engine's passes over the pool as Ray tasks
+        (:mod:`goracs.select.remote`): "local:N" (a local Ray of N CPUs for this selection),
+        "auto" or "HOST:PORT" (a running cluster); a Ray this process has initialised already
+        is used as it is. Implies the streaming engine ("dense" is refused); the same selection
+        as without it. ``info["ray"]`` records the session, the passes and the tasks. None
+        (the default) never imports Ray.
     """
 
     name = "goracs"
@@ -107,6 +117,7 @@ class GORACS(Selector):
         saturation: str = "capacity",
         engine: str = "auto",
         max_memory: int | str | None = None,
+        ray: str | None = None,
     ) -> None:
         super().__init__(budget, seed)
         self.lam = lam
@@ -123,6 +134,7 @@ class GORACS(Selector):
         self.saturation = saturation
         self.engine = engine
         self.max_memory = max_memory
+        self.ray = ray
         self._validate_params()
 
     def _validate_params(self) -> dict[str, Any]:
@@ -144,6 +156,14 @@ class GORACS(Selector):
         check_choice("engine", self.engine, ENGINES)
         if self.max_memory is not None:
             parse_memory(self.max_memory)
+        if self.ray is not None:
+            if not isinstance(self.ray, str):
+                raise GoracsError(f"ray must be a text such as local:2 or HOST:PORT, got "
+                                  f"{self.ray!r}")
+            parse_ray(self.ray)
+            if self.engine == "dense":
+                raise GoracsError("ray runs the streaming engine's passes; use engine auto or "
+                                  "streaming with it")
         return {}
 
     def _check_inputs(self, data: SelectionData) -> None:
@@ -154,15 +174,28 @@ class GORACS(Selector):
         self._check_inputs(data)
         assert data.train_emb is not None and data.valid_emb is not None
         self._choose_engine(data)
+        if self.ray is None:
+            self._select_in(data, None)
+            return
+        from goracs.select.remote import ray_pool
+
+        with ray_pool(parse_ray(self.ray)) as pool:
+            self._select_in(data, pool)
+            self.info_["ray"] = pool.info()
+
+    def _select_in(self, data: SelectionData, pool: RayPool | None) -> None:
+        """The selection itself; with ``pool``, its passes over the pool run on Ray."""
+        assert data.train_emb is not None and data.valid_emb is not None
         if data.train_labels is None or not self.per_class:
-            out = self._run_itra(data.train_emb, data.valid_emb, data.grad_norms, self.budget)
+            out = self._run_itra(data.train_emb, data.valid_emb, data.grad_norms, self.budget,
+                                 pool=pool)
             self.indices_ = out["indices"]
             self.objective_ = out["poo"]
             self.trace_ = out["trace"]
             self.info_.update({k: v for k, v in out.items()
                                if k not in ("indices", "poo", "trace")})
             return
-        self._select_by_class(data)
+        self._select_by_class(data, pool)
 
     def _choose_engine(self, data: SelectionData) -> None:
         """Dense or streaming, by the largest subproblem's need against the budget."""
@@ -176,13 +209,17 @@ class GORACS(Selector):
                         for k, n_k in class_budgets(data.valid_labels, self.budget).items()
                         if n_k > 0]
         budget = None if self.max_memory is None else parse_memory(self.max_memory)
-        self.engine_, self.engine_note_, figures = choose_engine(self.engine, problems, budget,
+        engine = "streaming" if self.ray is not None else self.engine
+        self.engine_, self.engine_note_, figures = choose_engine(engine, problems, budget,
                                                                  self.candidates)
+        if self.ray is not None:
+            self.engine_note_ = (f"ray {self.ray}: the streaming engine's passes run as Ray "
+                                 f"tasks; {self.engine_note_}")
         if budget is None:  # the machine's share: kept out of the manifest, which stays the same
             figures.pop("memory_budget")
         self.info_.update(engine=self.engine_, **figures)
 
-    def _select_by_class(self, data: SelectionData) -> None:
+    def _select_by_class(self, data: SelectionData, pool: RayPool | None = None) -> None:
         """Label-enhanced ITRA: ITRA within each class, budgets in proportion to validation."""
         assert data.train_labels is not None and data.valid_labels is not None
         budgets = class_budgets(data.valid_labels, self.budget)
@@ -205,9 +242,10 @@ class GORACS(Selector):
             grads = None if data.grad_norms is None else data.grad_norms[rows]
             if n_k == rows.shape[0]:
                 res = self._run_itra(data.train_emb[rows], data.valid_emb[cols], grads, n_k,
-                                     take_all=True)
+                                     take_all=True, pool=pool)
             else:
-                res = self._run_itra(data.train_emb[rows], data.valid_emb[cols], grads, n_k)
+                res = self._run_itra(data.train_emb[rows], data.valid_emb[cols], grads, n_k,
+                                     pool=pool)
             picks.append(rows[res["indices"]])
             results[label] = res
             per_class[str(label)] = {"budget": n_k, "train": int(rows.shape[0]),
@@ -239,10 +277,11 @@ class GORACS(Selector):
         self.info_["capacity_picks"] = sum(r.get("capacity_picks", 0) for r in results.values())
 
     def _run_itra(self, train_emb: np.ndarray, valid_emb: np.ndarray,
-                  grad_norms: np.ndarray | None, n: int, take_all: bool = False
-                  ) -> dict[str, Any]:
+                  grad_norms: np.ndarray | None, n: int, take_all: bool = False,
+                  pool: RayPool | None = None) -> dict[str, Any]:
         if self.engine_ == "streaming":
-            return self._run_itra_streaming(train_emb, valid_emb, grad_norms, n, take_all)
+            return self._run_itra_streaming(train_emb, valid_emb, grad_norms, n, take_all,
+                                            pool)
         with self._stage("cost"):
             cost = poo_cost(train_emb, valid_emb, grad_norms, self.lam)
         if take_all:
@@ -300,11 +339,17 @@ class GORACS(Selector):
         return out
 
     def _run_itra_streaming(self, train_emb: np.ndarray, valid_emb: np.ndarray,
-                            grad_norms: np.ndarray | None, n: int, take_all: bool = False
-                            ) -> dict[str, Any]:
-        """:meth:`_run_itra` without the dense matrix (:mod:`goracs.select.streaming`)."""
+                            grad_norms: np.ndarray | None, n: int, take_all: bool = False,
+                            pool: RayPool | None = None) -> dict[str, Any]:
+        """:meth:`_run_itra` without the dense matrix (:mod:`goracs.select.streaming`); with
+        ``pool``, its passes over the pool run as Ray tasks (:mod:`goracs.select.remote`)."""
         with self._stage("cost"):
-            blocks = CostBlocks(train_emb, valid_emb, grad_norms, self.lam)
+            if pool is not None:
+                from goracs.select.remote import RayBlocks
+
+                blocks = RayBlocks(pool, train_emb, valid_emb, grad_norms, self.lam)
+            else:
+                blocks = CostBlocks(train_emb, valid_emb, grad_norms, self.lam)
             store = RowStore(blocks, 2 * n + self.candidates + 2 + cache_rows(blocks.shape[0]))
         if take_all:
             with self._stage("exact_ot"):
@@ -371,11 +416,11 @@ class GORACSNoGrad(GORACS):
                  swaps_per_round: int | None = None, medoid_rounds: int = 20,
                  patience: int | None = 30, tol: float = 1e-4,
                  saturation: str = "capacity", engine: str = "auto",
-                 max_memory: int | str | None = None) -> None:
+                 max_memory: int | str | None = None, ray: str | None = None) -> None:
         super().__init__(budget, seed, lam=0.0, max_iters=max_iters, candidates=candidates,
                          init_stop=init_stop, swaps_per_round=swaps_per_round,
                          medoid_rounds=medoid_rounds, patience=patience, tol=tol,
-                         saturation=saturation, engine=engine, max_memory=max_memory)
+                         saturation=saturation, engine=engine, max_memory=max_memory, ray=ray)
 
 
 @register
@@ -386,9 +431,10 @@ class GORACSGreedy(GORACS):
 
     def __init__(self, budget: int, seed: int = 0, lam: float = 0.5,
                  init_stop: str = "exact", saturation: str = "capacity",
-                 engine: str = "auto", max_memory: int | str | None = None) -> None:
+                 engine: str = "auto", max_memory: int | str | None = None,
+                 ray: str | None = None) -> None:
         super().__init__(budget, seed, lam=lam, init_stop=init_stop, refine_steps=False,
-                         saturation=saturation, engine=engine, max_memory=max_memory)
+                         saturation=saturation, engine=engine, max_memory=max_memory, ray=ray)
 
 
 @register

@@ -17,7 +17,8 @@ form, choosing exactly what the dense one chooses:
   compact matrix; :class:`PoolState` speaks pool indices to :func:`goracs.select.refine.refine`
   and fetches a swap candidate's row when it is tried.
 - *Medoid rounds* (:func:`alternate_streaming`): each round's slot costs block by block,
-  keeping each slot's k cheapest outside rows (ties to the smaller row).
+  keeping each block's k cheapest outside rows per slot (ties to the smaller row) and folding
+  them into the pool's k cheapest.
 - *Marginal impacts* (:func:`impact_function`): the c-transform over the coreset's rows, then
   every row's F_i block by block.
 """
@@ -86,6 +87,75 @@ def _merge_smallest(vals, start, skip, best_val, best_idx):
                 best_idx[t, s] = r
 
 
+@numba.njit(cache=True)
+def _fold_smallest(vals, rows, best_val, best_idx):
+    """Fold one block's k smallest (value, row) per slot, ``vals``/``rows`` (k, n) ascending,
+    into ``best_val``/``best_idx`` by the order of :func:`_merge_smallest`: (value, row) is a
+    total order, so folding the blocks' lists in any order gives the whole pool's k smallest."""
+    k = best_val.shape[0]
+    for s in range(vals.shape[1]):
+        for t in range(vals.shape[0]):
+            x = vals[t, s]
+            r = rows[t, s]
+            w = best_val[k - 1, s]
+            if not (x < w or (x == w and r < best_idx[k - 1, s])):
+                break  # the block's list is ascending: the rest cannot enter either
+            u = k - 1
+            while u > 0 and (best_val[u - 1, s] > x
+                             or (best_val[u - 1, s] == x and best_idx[u - 1, s] > r)):
+                best_val[u, s] = best_val[u - 1, s]
+                best_idx[u, s] = best_idx[u - 1, s]
+                u -= 1
+            best_val[u, s] = x
+            best_idx[u, s] = r
+
+
+# What one pass computes for one block of cost rows ``blk`` (its first pool row ``start``):
+# module-level functions of the block and the pass's arguments alone, so that
+# :meth:`CostBlocks.map` may run them in a Ray task as well as here.
+
+def _block_row_sums(start: int, blk: np.ndarray) -> np.ndarray:
+    """The block's row sums (greedy's first pick)."""
+    return _row_sums(blk)
+
+
+def _block_gains(start: int, blk: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """The block's relaxed gains against the column minima ``best``."""
+    return _all_gains(blk, best)
+
+
+def _block_fill_costs(start: int, blk: np.ndarray, v: np.ndarray, p: float, q: float,
+                      m: int) -> np.ndarray:
+    """The block's fill costs at column prices ``v`` (:mod:`goracs.select.capacity`)."""
+    return _fill_costs(blk, np.arange(blk.shape[0], dtype=np.int64), v, p, q, m)
+
+
+def _block_impacts(start: int, blk: np.ndarray, coreset: np.ndarray, b1: np.ndarray,
+                   b2: np.ndarray, a1: np.ndarray, r_small: int, n_sel: float) -> np.ndarray:
+    """The block's marginal impacts; ``coreset`` holds the pool row of each coreset slot."""
+    m = blk.shape[0]
+    inside = (coreset >= start) & (coreset < start + m)
+    slot_of_row = np.full(m, -1, dtype=np.int64)
+    slot_of_row[coreset[inside] - start] = np.flatnonzero(inside)
+    return _impacts(blk, np.arange(m, dtype=np.int64), slot_of_row, b1, b2, a1, r_small, n_sel)
+
+
+def _block_smallest(start: int, blk: np.ndarray, coreset: np.ndarray, col_slot: np.ndarray,
+                    col_flow: np.ndarray, col_deg: np.ndarray, n: int, p: float, k: int,
+                    n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The block's k cheapest outside rows per medoid slot (value, row), ascending;
+    ``coreset`` holds the coreset's pool rows, sorted."""
+    m = blk.shape[0]
+    vals = _slot_costs(blk, col_slot, col_flow, col_deg, n, p)
+    lo, hi = np.searchsorted(coreset, [start, start + m])
+    skip = np.zeros(m, dtype=np.bool_)
+    skip[coreset[lo:hi] - start] = True
+    best_val = np.full((k, n), np.inf, dtype=np.float32)
+    best_idx = np.full((k, n), n_rows, dtype=np.int64)
+    _merge_smallest(vals, start, skip, best_val, best_idx)
+    return best_val, best_idx
+
+
 def _refresh(store: RowStore, heap: list, stamp: np.ndarray, now: int, first: int,
              score: Callable[[np.ndarray], np.ndarray], sign: float) -> None:
     """Re-evaluate the stale entry ``first`` (just popped) and the stale ones above the rest
@@ -114,14 +184,14 @@ def greedy_select_streaming(blocks: CostBlocks, store: RowStore, n: int, stop: s
     n_rows, nv = blocks.shape
     fill = saturation == "capacity"
     sums = np.empty(n_rows)
-    for start, blk in blocks.blocks():
-        sums[start:start + blk.shape[0]] = _row_sums(blk)
+    for start, part in blocks.map(_block_row_sums):
+        sums[start:start + part.shape[0]] = part
     first = int(np.argmin(sums))
     del sums
     best = store.array[store.slots([first])[0]].astype(np.float64)
     gains = np.empty(n_rows)
-    for start, blk in blocks.blocks():
-        gains[start:start + blk.shape[0]] = _all_gains(blk, best)
+    for start, part in blocks.map(_block_gains, best):
+        gains[start:start + part.shape[0]] = part
     stop_assigned = stop == "assigned"
     max_picks = n_rows if stop_assigned else n
     owner = np.zeros(nv, dtype=np.int64)
@@ -182,9 +252,8 @@ def _capacity_fill_streaming(blocks: CostBlocks, store: RowStore, start: np.ndar
     for row in store.slots(start, pin=True).tolist():
         pt.add(row)
     phi = np.empty(n_rows)
-    for s, blk in blocks.blocks():
-        phi[s:s + blk.shape[0]] = _fill_costs(blk, np.arange(blk.shape[0], dtype=np.int64),
-                                              pt.v, pt.p, pt.q, pt.m)
+    for s, part in blocks.map(_block_fill_costs, pt.v, pt.p, pt.q, pt.m):
+        phi[s:s + part.shape[0]] = part
     phi[start] = np.inf
     stamp = np.full(n_rows, pt.size, dtype=np.int64)
     heap = [(f, e) for e, f in enumerate(phi.tolist()) if not math.isinf(f)]
@@ -255,14 +324,10 @@ def impact_function(blocks: CostBlocks, store: RowStore
             raise ValueError("marginal impact needs a coreset of at least 2 samples")
         b1, b2, a1 = _two_smallest(store.array, store.slots(idx),
                                    np.asarray(duals, dtype=np.float64))
-        slot_of_row = np.full(blocks.shape[0], -1, dtype=np.int64)
-        slot_of_row[idx] = np.arange(n_sel)
         r_small = math.ceil(nv / n_sel)
         out = np.empty(blocks.shape[0])
-        for s, blk in blocks.blocks():
-            m = blk.shape[0]
-            out[s:s + m] = _impacts(blk, np.arange(m, dtype=np.int64), slot_of_row[s:s + m],
-                                    b1, b2, a1, r_small, float(n_sel))
+        for s, part in blocks.map(_block_impacts, idx, b1, b2, a1, r_small, float(n_sel)):
+            out[s:s + part.shape[0]] = part
         return out
 
     return impacts
@@ -288,13 +353,11 @@ def alternate_streaming(blocks: CostBlocks, store: RowStore, state: TransportSta
         own = _slot_costs(store.array[f.row_id], f.col_slot, f.col_flow, f.col_deg, n,
                           state.p)
         current = own[np.arange(n), np.arange(n)].astype(np.float64)
-        in_s = np.zeros(n_rows, dtype=np.bool_)
-        in_s[rows] = True
         best_val = np.full((k, n), np.inf, dtype=np.float32)
         best_idx = np.full((k, n), n_rows, dtype=np.int64)
-        for s, blk in blocks.blocks():
-            vals = _slot_costs(blk, f.col_slot, f.col_flow, f.col_deg, n, state.p)
-            _merge_smallest(vals, s, in_s[s:s + blk.shape[0]], best_val, best_idx)
+        for _, (b_val, b_idx) in blocks.map(_block_smallest, np.sort(rows), f.col_slot,
+                                            f.col_flow, f.col_deg, n, state.p, k, n_rows):
+            _fold_smallest(b_val, b_idx, best_val, best_idx)
         new_rows, changed = medoid_moves(rows, current, best_idx, best_val.astype(np.float64))
         rounds += 1
         if changed == 0:
