@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from goracs.select import SelectionData
 from goracs.select.greedy import _all_gains, _row_sums
 
 
@@ -37,3 +38,19 @@ def impact_function(d: np.ndarray, t: np.ndarray, n_sel: int) -> np.ndarray:
     d = np.asarray(d, dtype=np.float64)
     t = np.asarray(t, dtype=np.float64)
     return t / n_sel + np.minimum(d[None, :] - t[:, None], 0.0).sum(axis=1) / d.shape[0]
+
+
+def random_instance(seed: int, n_train: int = 3000, n_valid: int = 800, dim: int = 32,
+             labels: bool = False, saturate: bool = False) -> SelectionData:
+    rng = np.random.default_rng(seed)
+    g = rng.uniform(1.0, 5.0, size=n_train).astype(np.float32)
+    if saturate:  # a few samples with large gradients own every validation point
+        g = rng.uniform(1.0, 2.0, size=n_train).astype(np.float32)
+        g[rng.choice(n_train, 12, replace=False)] *= 3
+    data = SelectionData(train_emb=rng.normal(size=(n_train, dim)).astype(np.float32),
+                         valid_emb=rng.normal(size=(n_valid, dim)).astype(np.float32),
+                         grad_norms=g)
+    if labels:
+        data.train_labels = rng.integers(0, 2, size=n_train)
+        data.valid_labels = rng.integers(0, 2, size=n_valid)
+    return data

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from select_reference import random_instance
 
 from goracs.cli import main
 from goracs.cluster import parse_ray
 from goracs.errors import GoracsError
-from goracs.select import GORACS, SelectionData
+from goracs.select import GORACS
 from goracs.select.cost_blocks import CostBlocks
 from goracs.select.streaming import (
     _block_fill_costs,
@@ -44,22 +45,6 @@ def local_ray():
         ray.shutdown()
 
 
-def instance(seed: int, n_train: int = 3000, n_valid: int = 800, dim: int = 32,
-             labels: bool = False, saturate: bool = False) -> SelectionData:
-    rng = np.random.default_rng(seed)
-    g = rng.uniform(1.0, 5.0, size=n_train).astype(np.float32)
-    if saturate:  # a few samples with large gradients own every validation point
-        g = rng.uniform(1.0, 2.0, size=n_train).astype(np.float32)
-        g[rng.choice(n_train, 12, replace=False)] *= 3
-    data = SelectionData(train_emb=rng.normal(size=(n_train, dim)).astype(np.float32),
-                         valid_emb=rng.normal(size=(n_valid, dim)).astype(np.float32),
-                         grad_norms=g)
-    if labels:
-        data.train_labels = rng.integers(0, 2, size=n_train)
-        data.valid_labels = rng.integers(0, 2, size=n_valid)
-    return data
-
-
 def assert_identical(a: GORACS, b: GORACS) -> None:
     np.testing.assert_array_equal(a.indices_, b.indices_)
     assert a.objective_ == b.objective_
@@ -69,7 +54,7 @@ def assert_identical(a: GORACS, b: GORACS) -> None:
 
 @pytest.mark.parametrize("labels", [False, True])
 def test_ray_selects_what_streaming_and_dense_select(labels):
-    data = instance(0, labels=labels)
+    data = random_instance(0, labels=labels)
     kw = {"budget": 64, "lam": 0.5, "max_iters": 40, "candidates": 10}
     dense = GORACS(**kw, engine="dense").fit(data)
     local = GORACS(**kw, engine="streaming").fit(data)
@@ -88,7 +73,7 @@ def test_ray_selects_what_streaming_and_dense_select(labels):
 
 
 def test_ray_past_saturation_fills_as_the_local_run_does():
-    data = instance(5, n_train=400, n_valid=60, dim=4, saturate=True)
+    data = random_instance(5, n_train=400, n_valid=60, dim=4, saturate=True)
     kw = {"budget": 24, "lam": 0.5, "max_iters": 10, "candidates": 5}
     local = GORACS(**kw, engine="streaming").fit(data)
     on_ray = GORACS(**kw, ray="local:2").fit(data)
@@ -101,7 +86,7 @@ def test_every_pass_is_bit_identical_block_by_block():
     """Many blocks, several per task: every per-block result equals the local one exactly."""
     from goracs.select.remote import RayBlocks, ray_pool
 
-    d = instance(3, n_train=1500, n_valid=70)
+    d = random_instance(3, n_train=1500, n_valid=70)
     here = CostBlocks(d.train_emb, d.valid_emb, d.grad_norms, 0.5, block_rows=64)
     with ray_pool(parse_ray("local:2")) as pool:
         there = RayBlocks(pool, d.train_emb, d.valid_emb, d.grad_norms, 0.5, block_rows=64)

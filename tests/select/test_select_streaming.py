@@ -7,30 +7,15 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from select_reference import random_instance
 
 from goracs.errors import GoracsError
-from goracs.select import GORACS, SelectionData
+from goracs.select import GORACS
 from goracs.select.cost import poo_cost
 from goracs.select.cost_blocks import CostBlocks, RowStore
 from goracs.select.greedy import greedy_select
 from goracs.select.memory import choose_engine, parse_memory
 from goracs.select.streaming import greedy_select_streaming
-
-
-def instance(seed: int, n_train: int = 3000, n_valid: int = 800, dim: int = 32,
-             labels: bool = False, saturate: bool = False) -> SelectionData:
-    rng = np.random.default_rng(seed)
-    g = rng.uniform(1.0, 5.0, size=n_train).astype(np.float32)
-    if saturate:  # a few samples with large gradients own every validation point
-        g = rng.uniform(1.0, 2.0, size=n_train).astype(np.float32)
-        g[rng.choice(n_train, 12, replace=False)] *= 3
-    data = SelectionData(train_emb=rng.normal(size=(n_train, dim)).astype(np.float32),
-                         valid_emb=rng.normal(size=(n_valid, dim)).astype(np.float32),
-                         grad_norms=g)
-    if labels:
-        data.train_labels = rng.integers(0, 2, size=n_train)
-        data.valid_labels = rng.integers(0, 2, size=n_valid)
-    return data
 
 
 def assert_same(dense: GORACS, stream: GORACS) -> None:
@@ -44,7 +29,7 @@ def assert_same(dense: GORACS, stream: GORACS) -> None:
 
 
 def test_cost_rows_are_the_dense_rows_bit_for_bit():
-    d = instance(0, n_train=700, n_valid=90)
+    d = random_instance(0, n_train=700, n_valid=90)
     dense = poo_cost(d.train_emb, d.valid_emb, d.grad_norms, 0.5)
     blocks = CostBlocks(d.train_emb, d.valid_emb, d.grad_norms, 0.5, block_rows=64)
     stacked = np.concatenate([blk for _, blk in blocks.blocks()])
@@ -59,7 +44,7 @@ def test_cost_rows_are_the_dense_rows_bit_for_bit():
 @pytest.mark.parametrize("lam", [0.5, 0.1])
 @pytest.mark.parametrize("labels", [False, True])
 def test_streaming_selects_what_dense_selects(seed, lam, labels):
-    data = instance(seed, labels=labels)
+    data = random_instance(seed, labels=labels)
     kw = {"budget": 64, "lam": lam, "max_iters": 40, "candidates": 10}
     dense = GORACS(**kw, engine="dense").fit(data)
     stream = GORACS(**kw, engine="streaming").fit(data)
@@ -69,7 +54,7 @@ def test_streaming_selects_what_dense_selects(seed, lam, labels):
 @pytest.mark.parametrize("stop", ["exact", "assigned"])
 @pytest.mark.parametrize("saturation", ["capacity", "index"])
 def test_streaming_greedy_past_saturation(stop, saturation):
-    data = instance(5, n_train=400, n_valid=60, dim=4, saturate=True)
+    data = random_instance(5, n_train=400, n_valid=60, dim=4, saturate=True)
     cost = poo_cost(data.train_emb, data.valid_emb, data.grad_norms, 0.5)
     want = greedy_select(cost, 24, stop=stop, saturation=saturation)
     blocks = CostBlocks(data.train_emb, data.valid_emb, data.grad_norms, 0.5, block_rows=50)
@@ -84,7 +69,7 @@ def test_streaming_greedy_past_saturation(stop, saturation):
 
 @pytest.mark.parametrize("labels", [False, True])
 def test_saturating_selection_matches(labels):
-    data = instance(7, n_train=600, n_valid=96, dim=4, labels=labels, saturate=True)
+    data = random_instance(7, n_train=600, n_valid=96, dim=4, labels=labels, saturate=True)
     kw = {"budget": 24, "lam": 0.5, "max_iters": 30, "candidates": 5}
     dense = GORACS(**kw, engine="dense").fit(data)
     stream = GORACS(**kw, engine="streaming").fit(data)
@@ -93,7 +78,7 @@ def test_saturating_selection_matches(labels):
 
 
 def test_streaming_never_holds_the_dense_matrix():
-    data = instance(3, n_train=3000, n_valid=800)
+    data = random_instance(3, n_train=3000, n_valid=800)
     n_train, n_valid = 3000, 800
     sel = GORACS(budget=32, lam=0.5, max_iters=10, candidates=5, medoid_rounds=3,
                  engine="streaming")
@@ -114,7 +99,7 @@ def test_streaming_never_holds_the_dense_matrix():
 
 
 def test_auto_engine_follows_the_budget():
-    data = instance(4, n_train=6000, n_valid=300, dim=8)
+    data = random_instance(4, n_train=6000, n_valid=300, dim=8)
     # dense needs about 26 MB here (7 MB of it the cost matrix), streaming about 19 MB
     small = GORACS(budget=16, max_iters=5, candidates=4, max_memory="22MB").fit(data)
     big = GORACS(budget=16, max_iters=5, candidates=4, max_memory="1GB").fit(data)
@@ -140,7 +125,7 @@ def test_memory_sizes_parse():
 def test_the_command_line_names_the_engine(tmp_path, capsys):
     from goracs.cli import main
 
-    data = instance(6, n_train=2000, n_valid=300, dim=16)
+    data = random_instance(6, n_train=2000, n_valid=300, dim=16)
     paths = {}
     for name, arr in (("t", data.train_emb), ("v", data.valid_emb), ("g", data.grad_norms)):
         paths[name] = tmp_path / f"{name}.npy"
