@@ -112,6 +112,8 @@ def test_read_prepared_loads_arrays_scores_and_casts_labels(tmp_path):
     assert data.train_labels.dtype == np.int64 and data.valid_labels.dtype == np.int64
     raw = sio.read_prepared(d, check=False)  # unchecked: loaded as stored
     assert raw.train_labels.dtype == np.int32
+    # embeddings are mapped read-only, not copied into memory
+    assert isinstance(raw.train_emb, np.memmap) and not raw.train_emb.flags.writeable
     llm = sio.read_prepared(d, "llm")
     assert llm.train_emb.shape == (30, 7) and llm.valid_emb.shape == (10, 7)
     emb = sio.read_embeddings(d, "llm")

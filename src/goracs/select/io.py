@@ -161,7 +161,10 @@ def load_selection_data(arrays: Mapping[str, str | os.PathLike | None],
     scores = dict(scores or {})
     # the scores first, then the arrays in field order: the first unreadable file is reported
     loaded_scores = {k: load_array(p) for k, p in scores.items()}
-    fields = {f: (None if arrays.get(f) is None else load_array(arrays[f]))
+    # embeddings are mapped, not read: the streaming engine then pages a large pool in block
+    # by block instead of holding a copy
+    fields = {f: (None if arrays.get(f) is None
+                  else load_array(arrays[f], mmap=f in ("train_emb", "valid_emb")))
               for f in SELECTION_ARRAYS}
     data = SelectionData(**fields, scores=loaded_scores)
     if not check:
