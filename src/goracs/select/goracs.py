@@ -322,20 +322,7 @@ class GORACS(Selector):
                          max_iters=self.max_iters, swaps_per_round=self.swaps_per_round,
                          time_limit=self.time_limit, tol=self.tol, patience=self.patience,
                          state=state)
-        out.update(
-            indices=res.indices,
-            poo=res.poo,
-            # POO after greedy, after each medoid round, then after each accepted swap
-            trace=trace + res.trace[1:],
-            # seconds since the end of the first exact solve, one per trace entry
-            trace_seconds=[round(s, 4) for s in trace_s]
-            + [round(offset + s, 4) for s in res.trace_seconds[1:]],
-            swaps=res.n_accepted,
-            swap_trials=res.n_trials,
-            rounds=res.n_rounds,
-            pass_at_1=res.pass_at_1,
-            refine_stats=res.stats,
-        )
+        out.update(_refined(res, trace, trace_s, offset))
         return out
 
     def _run_itra_streaming(self, train_emb: np.ndarray, valid_emb: np.ndarray,
@@ -388,19 +375,7 @@ class GORACS(Selector):
                          max_iters=self.max_iters, swaps_per_round=self.swaps_per_round,
                          time_limit=self.time_limit, tol=self.tol, patience=self.patience,
                          state=pool_state, impacts=impact_function(blocks, store))  # type: ignore[arg-type]
-        out.update(
-            indices=res.indices,
-            poo=res.poo,
-            trace=trace + res.trace[1:],
-            trace_seconds=[round(s, 4) for s in trace_s]
-            + [round(offset + s, 4) for s in res.trace_seconds[1:]],
-            swaps=res.n_accepted,
-            swap_trials=res.n_trials,
-            rounds=res.n_rounds,
-            pass_at_1=res.pass_at_1,
-            refine_stats=res.stats,
-            cost_passes=blocks.passes,
-        )
+        out.update(_refined(res, trace, trace_s, offset), cost_passes=blocks.passes)
         return out
 
 
@@ -470,3 +445,23 @@ class GORACSIndividual(Selector):
             self.indices_ = np.lexsort((np.arange(own.shape[0]), own))[: self.budget]
         with self._stage("exact_ot"):
             self.objective_ = TransportState(cost, self.indices_).poo
+
+
+def _refined(res: Any, trace: list[float], trace_s: list[float],
+             offset: float) -> dict[str, Any]:
+    """What the exchange stage adds to an ITRA run's record, dense or streaming: the final
+    indices and POO, the POO trace (after greedy, after each medoid round, then after each
+    accepted swap) with its seconds since the end of the first exact solve, and the swap
+    counts."""
+    return dict(
+        indices=res.indices,
+        poo=res.poo,
+        trace=trace + res.trace[1:],
+        trace_seconds=[round(s, 4) for s in trace_s]
+        + [round(offset + s, 4) for s in res.trace_seconds[1:]],
+        swaps=res.n_accepted,
+        swap_trials=res.n_trials,
+        rounds=res.n_rounds,
+        pass_at_1=res.pass_at_1,
+        refine_stats=res.stats,
+    )
