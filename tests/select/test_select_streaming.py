@@ -40,6 +40,36 @@ def test_cost_rows_are_the_dense_rows_bit_for_bit():
         np.testing.assert_array_equal(blocks.rows(rows), dense[rows])
 
 
+def numpy_cost(train: np.ndarray, valid: np.ndarray, grad_norms: np.ndarray, lam: float
+               ) -> np.ndarray:
+    """The cost matrix by the NumPy expressions the fused kernels replace, step by step."""
+    sq = train @ np.ascontiguousarray(valid.T)
+    dist = (np.einsum("ij,ij->i", train, train, dtype=np.float64)[:, None]
+            + np.einsum("ij,ij->i", valid, valid, dtype=np.float64)[None, :]
+            - 2.0 * sq.astype(np.float64))
+    dist = np.sqrt(np.maximum(dist, 0.0)).astype(np.float32)
+    inv_d = 1.0 / float(dist.max())
+    g_term = lam * (grad_norms.astype(np.float64) / float(grad_norms.max()))
+    lo = dist.min(axis=1).astype(np.float64) * inv_d - g_term
+    hi = dist.max(axis=1).astype(np.float64) * inv_d - g_term
+    c_min = float(lo.min())
+    blk = dist.astype(np.float64) * inv_d
+    blk -= (g_term + c_min)[:, None]
+    blk *= 1.0 / (float(hi.max()) - c_min)
+    return np.clip(blk, 0.0, 1.0).astype(np.float32)
+
+
+def test_fused_cost_is_the_numpy_formula_and_a_lone_last_row_agrees():
+    d = random_instance(3, n_train=129, n_valid=70)  # 2 blocks of 64, then a lone row
+    ref = numpy_cost(d.train_emb[:128], d.valid_emb, d.grad_norms[:128], 0.5)
+    np.testing.assert_array_equal(
+        poo_cost(d.train_emb[:128], d.valid_emb, d.grad_norms[:128], 0.5, block_rows=128), ref)
+    dense = poo_cost(d.train_emb, d.valid_emb, d.grad_norms, 0.5, block_rows=64)
+    blocks = CostBlocks(d.train_emb, d.valid_emb, d.grad_norms, 0.5, block_rows=64)
+    np.testing.assert_array_equal(np.concatenate([b for _, b in blocks.blocks()]), dense)
+    np.testing.assert_array_equal(blocks.rows(np.array([128])), dense[128:])
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("lam", [0.5, 0.1])
 @pytest.mark.parametrize("labels", [False, True])

@@ -48,7 +48,13 @@ from typing import Any
 
 import numpy as np
 
-from goracs.select.cost import _BLOCK_ROWS, CostScale, check_lambda, pairwise_distances
+from goracs.select.cost import (
+    _BLOCK_ROWS,
+    CostScale,
+    _finish_costs,
+    check_lambda,
+    pairwise_distances,
+)
 
 # Rows recently computed and kept for re-use, beside the pinned ones: at most this many, and
 # at most a sixteenth of the pool.
@@ -78,6 +84,8 @@ class CostBlocks:
         self.train = np.ascontiguousarray(train_emb, dtype=np.float32)
         self.valid = np.ascontiguousarray(valid_emb, dtype=np.float32)
         self.block_rows = int(block_rows)
+        self._valid_t: np.ndarray | None = None  # V^T and the squared norms, made once
+        self._valid_sq: np.ndarray | None = None
         n = self.train.shape[0]
         row_max = np.empty(n, dtype=np.float32)
         row_min = np.empty(n, dtype=np.float32)
@@ -97,6 +105,8 @@ class CostBlocks:
         self.train = np.ascontiguousarray(train, dtype=np.float32)
         self.valid = np.ascontiguousarray(valid, dtype=np.float32)
         self.block_rows = int(block_rows)
+        self._valid_t: np.ndarray | None = None  # V^T and the squared norms, made once
+        self._valid_sq: np.ndarray | None = None
         if scale is not None:
             self.scale = scale
         self.passes = 0
@@ -118,7 +128,7 @@ class CostBlocks:
     def block(self, start: int) -> np.ndarray:
         """The cost rows (float32) of the block that begins at row ``start``."""
         sl = slice(start, min(self.shape[0], start + self.block_rows))
-        return self.scale.normalise(self._distances(sl), sl)
+        return self._costs(self.train[sl], sl)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -127,16 +137,31 @@ class CostBlocks:
 
     def _distances(self, rows: slice | np.ndarray) -> np.ndarray:
         blk = self.train[rows]
-        if blk.shape[0] == 1:  # BLAS would use its matrix-vector routine
-            return pairwise_distances(np.repeat(blk, 2, axis=0), self.valid)[:1]
         return pairwise_distances(blk, self.valid, block_rows=max(blk.shape[0], 1))
+
+    def _costs(self, blk: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
+        """Cost rows of the embeddings ``blk`` (training rows ``rows``): the GEMM, then
+        distances and scaling in one sweep -- the values of ``normalise(_distances(rows))``."""
+        offsets = self.scale.offsets(rows)
+        lone = blk.shape[0] == 1
+        if lone:  # BLAS would use its matrix-vector routine
+            blk, offsets = np.repeat(blk, 2, axis=0), np.repeat(offsets, 2)
+        if self._valid_t is None:
+            self._valid_t = np.ascontiguousarray(self.valid.T)
+            self._valid_sq = np.einsum("ij,ij->i", self.valid, self.valid, dtype=np.float64)
+        a_sq = np.einsum("ij,ij->i", blk, blk, dtype=np.float64)
+        sq = blk @ self._valid_t
+        out = np.empty(sq.shape, dtype=np.float32)
+        _finish_costs(sq, a_sq, self._valid_sq, self.scale.inv_d, offsets, self.scale.scale,
+                      out)
+        return out[:1] if lone else out
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """The cost rows (len(rows), V) float32 of the training rows ``rows``."""
         idx = np.asarray(rows, dtype=np.int64)
         if idx.shape[0] == 0:
             return np.empty((0, self.shape[1]), dtype=np.float32)
-        return self.scale.normalise(self._distances(idx), idx)
+        return self._costs(self.train[idx], idx)
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """Each block's first row and its cost rows, over the whole pool (one pass)."""
