@@ -5,7 +5,8 @@
     python benchmarks/select_scale.py --compare-dense 20000 --json  # both engines, N x 5,000
     python benchmarks/select_scale.py --n-train 50000 --n-valid 1000 --budget 128 --ray local:2
 
-Prints the seconds in all (``total_s``), the peak resident memory (``peak_mb``, VmHWM), POO
+Prints the seconds in all (``total_s``), the peak resident memory (``peak_mb``, VmHWM; and
+``inputs_mb``, the resident memory once the instance is made, before selecting), POO
 after greedy initialisation and at the end, and the engine used (``mode``). With
 ``--compare-dense N`` it runs both engines on an N x V instance and prints ``poo_dense``,
 ``poo_streaming`` and both times. With ``--ray local:N|auto|HOST:PORT`` it runs the streaming
@@ -39,11 +40,22 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def resident_mb() -> float:
+    """Resident memory of this process now, in MB (VmRSS)."""
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 def instance(n_train: int, n_valid: int, dim: int, seed: int = 0) -> SelectionData:
+    """Gaussian embeddings and uniform gradient norms, drawn in float32 (no float64 copy of
+    the pool, so that the peak measured is the selection's, not the generator's)."""
     rng = np.random.default_rng(seed)
     return SelectionData(
-        train_emb=rng.normal(size=(n_train, dim)).astype(np.float32),
-        valid_emb=rng.normal(size=(n_valid, dim)).astype(np.float32),
+        train_emb=rng.standard_normal(size=(n_train, dim), dtype=np.float32),
+        valid_emb=rng.standard_normal(size=(n_valid, dim), dtype=np.float32),
         grad_norms=rng.uniform(1e4, 4e4, size=n_train).astype(np.float32),
     )
 
@@ -70,6 +82,7 @@ def compare_ray(args: argparse.Namespace) -> dict:
     spec = parse_ray(args.ray)
     check_ray(spec)
     data = instance(args.n_train, args.n_valid, args.dim)
+    inputs_mb = resident_mb()
     # a small selection first, here and on Ray, so that neither timing includes loading the
     # numba kernels (in this process, and in each Ray worker)
     small = instance(min(args.n_train, 4096), min(args.n_valid, 64), args.dim, seed=1)
@@ -87,7 +100,7 @@ def compare_ray(args: argparse.Namespace) -> dict:
             "same_indices": bool(np.array_equal(local["indices"], remote["indices"])),
             "local_s": local["total_s"], "ray_s": remote["total_s"],
             "speedup": round(local["total_s"] / remote["total_s"], 2),
-            "ray_start_s": start_s, "ray_tasks": remote["ray"],
+            "ray_start_s": start_s, "ray_tasks": remote["ray"], "inputs_mb": round(inputs_mb, 1),
             "local_seconds": local["seconds"], "ray_seconds": remote["seconds"],
             "peak_mb": round(peak_mb(), 1)}
 
@@ -115,6 +128,7 @@ def main() -> int:
         out = compare_ray(args)
     elif args.compare_dense:
         data = instance(args.compare_dense, args.n_valid, args.dim)
+        inputs_mb = resident_mb()
         dense = run(data, args, "dense")
         stream = run(data, args, "streaming")
         out = {"n_train": args.compare_dense, "n_valid": args.n_valid, "dim": args.dim,
@@ -123,14 +137,16 @@ def main() -> int:
                "same_indices": bool(np.array_equal(dense["indices"], stream["indices"])),
                "dense_s": dense["total_s"], "streaming_s": stream["total_s"],
                "dense_seconds": dense["seconds"], "streaming_seconds": stream["seconds"],
-               "peak_mb": round(peak_mb(), 1)}
+               "inputs_mb": round(inputs_mb, 1), "peak_mb": round(peak_mb(), 1)}
     else:
         data = instance(args.n_train, args.n_valid, args.dim)
+        inputs_mb = resident_mb()
         res = run(data, args, args.engine)
         res.pop("indices")
         res.pop("ray")
         out = {"n_train": args.n_train, "n_valid": args.n_valid, "dim": args.dim,
-               "budget": args.budget, "lam": args.lam, **res, "peak_mb": round(peak_mb(), 1)}
+               "budget": args.budget, "lam": args.lam, **res, "inputs_mb": round(inputs_mb, 1),
+               "peak_mb": round(peak_mb(), 1)}
     if not args.json:
         for k, v in out.items():
             print(f"{k:16s} {v}")
