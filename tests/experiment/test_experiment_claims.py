@@ -76,3 +76,22 @@ def test_runs_are_taken_seed_by_seed():
     assert order[:5] == [("zero-shot", None), ("random", 0), ("goracs", 0), ("full", 0),
                          ("random", 1)]
     assert sorted(order, key=str) == sorted([(r.method, r.seed) for r in runs], key=str)
+
+
+def test_runs_without_a_selection_come_before_the_features(tmp_path: Path):
+    # a second process must not sit idle while the first computes the features: the zero-shot
+    # run is tried before them (here another live process holds it, so it is left to that one)
+    cfg = config(methods=["random"], seeds=[0], zero_shot=True)
+    g = build_plan(cfg, tmp_path)[0]
+    make_prepared(g.data_dir, cfg.tasks["ctr"].features)
+    zero = next(r for r in g.runs if r.select_dir is None)
+    folder = tmp_path / CLAIMS_DIR
+    folder.mkdir()
+    (folder / f"{zero.dataset}-{zero.task}-{zero.eval_dir.name}.claim").write_text(
+        json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    log = io.StringIO()
+    ExperimentRunner(cfg, tmp_path, log=Logger(log), until="select").run()
+    lines = log.getvalue().splitlines()
+    left = next(i for i, line in enumerate(lines) if "zero-shot" in line and "left to" in line)
+    features = next(i for i, line in enumerate(lines) if line.startswith("features"))
+    assert left < features

@@ -332,6 +332,13 @@ class ExperimentRunner:
             self.log.stage("prepare", what, "cached")
         needs_features = any(r.select_dir is not None and not unit_done("select", r.select_dir)
                              for r in runs)
+        ordered = execution_order(runs)
+        if self.until != "features" and needs_features:
+            # the runs without a selection (zero-shot, full data) need no features: take them
+            # first, so that a second process is not idle while another computes the features
+            for run in [r for r in ordered if r.select_dir is None]:
+                summary.outcomes[run.eval_dir] = self._claimed_run(run, data)
+            ordered = [r for r in ordered if r.select_dir is not None]
         if features_done(g.data_dir, data.tc.features):
             self.log.stage("features", what, "cached")
         elif needs_features:
@@ -343,7 +350,7 @@ class ExperimentRunner:
             if not features_done(g.data_dir, data.tc.features):
                 data.features()
             return
-        for run in execution_order(runs):
+        for run in ordered:
             summary.outcomes[run.eval_dir] = self._claimed_run(run, data)
 
     def _claimed_run(self, run: Run, data: _GroupData) -> Outcome:
