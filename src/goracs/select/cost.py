@@ -22,53 +22,51 @@ _BLOCK_ROWS = 2048
 # The element-wise steps after the GEMM, fused into one sweep over the block. Each element
 # goes through the same float64 operations, in the same order, as the NumPy expressions
 # they replace (a_sq + b_sq - 2 sq, max 0, sqrt, to float32; then to float64, times inv_d,
-# minus the row's offset, times scale, clipped, to float32), so the values are bit-identical;
-# a sweep through memory instead of a dozen makes a pass over a large pool several times
-# faster (the GEMM is no longer a fraction of the time).
+# minus the row's offset, times scale, clipped, to float32), so the values are bit-identical.
+# One sweep through memory instead of a dozen makes the GEMM most of a pass over the pool.
+
+@numba.njit(inline="always")
+def _distance(a_sq, b_sq, sq):
+    """One distance (float32) from the squared norms and the GEMM's dot product ``sq``."""
+    x = (a_sq + b_sq) - 2.0 * np.float64(sq)
+    if x < 0.0:
+        x = 0.0
+    return np.float32(np.sqrt(x))
+
+
+@numba.njit(inline="always")
+def _scaled(dist, inv_d, offset, scale):
+    """One cost (float32): clip((dist inv_d - offset) scale, 0, 1)."""
+    y = ((np.float64(dist) * inv_d) - offset) * scale
+    if y < 0.0:
+        y = 0.0
+    elif y > 1.0:
+        y = 1.0
+    return np.float32(y)
+
 
 @numba.njit(parallel=True, cache=True)
 def _finish_distances(sq, a_sq, b_sq, out):
-    """``out`` (float32) = sqrt(max(a_sq_i + b_sq_j - 2 sq_ij, 0)) for the GEMM result ``sq``."""
+    """``out`` (float32): the distances of the GEMM result ``sq``."""
     for i in numba.prange(sq.shape[0]):
-        a = a_sq[i]
         for j in range(sq.shape[1]):
-            x = (a + b_sq[j]) - 2.0 * np.float64(sq[i, j])
-            if x < 0.0:
-                x = 0.0
-            out[i, j] = np.float32(np.sqrt(x))
+            out[i, j] = _distance(a_sq[i], b_sq[j], sq[i, j])
 
 
 @numba.njit(parallel=True, cache=True)
 def _scale_rows(dist, inv_d, offset, scale, out):
-    """``out`` (float32) = clip((dist inv_d - offset_i) scale, 0, 1)."""
+    """``out`` (float32): the costs of the distances ``dist``, row i offset by offset_i."""
     for i in numba.prange(dist.shape[0]):
-        o = offset[i]
         for j in range(dist.shape[1]):
-            y = ((np.float64(dist[i, j]) * inv_d) - o) * scale
-            if y < 0.0:
-                y = 0.0
-            elif y > 1.0:
-                y = 1.0
-            out[i, j] = np.float32(y)
+            out[i, j] = _scaled(dist[i, j], inv_d, offset[i], scale)
 
 
 @numba.njit(parallel=True, cache=True)
 def _finish_costs(sq, a_sq, b_sq, inv_d, offset, scale, out):
     """:func:`_finish_distances` then :func:`_scale_rows` in one sweep (no distance array)."""
     for i in numba.prange(sq.shape[0]):
-        a = a_sq[i]
-        o = offset[i]
         for j in range(sq.shape[1]):
-            x = (a + b_sq[j]) - 2.0 * np.float64(sq[i, j])
-            if x < 0.0:
-                x = 0.0
-            d = np.float32(np.sqrt(x))
-            y = ((np.float64(d) * inv_d) - o) * scale
-            if y < 0.0:
-                y = 0.0
-            elif y > 1.0:
-                y = 1.0
-            out[i, j] = np.float32(y)
+            out[i, j] = _scaled(_distance(a_sq[i], b_sq[j], sq[i, j]), inv_d, offset[i], scale)
 
 
 def pairwise_distances(
