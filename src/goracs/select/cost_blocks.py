@@ -28,7 +28,8 @@ BLAS answers a single row by another routine), and everything after it is elemen
 
 *Peak memory* (bytes, beside the caller's inputs 4 (N + V) d):
 
-    28 B V                       one block: float32 GEMM, float64 distances and scaling, output
+     8 B V                       one block: the float32 GEMM result and the cost rows (the
+                                 distances and scaling are one compiled sweep between them)
   + 4 V (2 n + c + 2 + R)        the compact matrix (R = min(2048, N/16) cached rows,
                                  c swap candidates)
   + 40 n V                       exact OT (POT's n x V float64 cost and plan, integer plan)
@@ -36,8 +37,9 @@ BLAS answers a single row by another routine), and everything after it is elemen
   + 4 B n                        a medoid round's slot costs for one block
   + ~200 N                       N-long vectors and the Python heap of lazy evaluation
 
-With B = 2048, R = 2048: N = 10^6, V = 5000, d = 384, n = 1024 is about 0.8 GB beyond
-the 1.5 GB of inputs, against 20 GB for the dense matrix alone.
+With B = 2048, R = 2048: N = 10^6, V = 5000, d = 384, n = 1024 is about 0.6 GB beyond
+the 1.5 GB of inputs, against 20 GB for the dense matrix alone (measured: the whole process,
+inputs included, peaks below 3.9 GB; ``benchmarks/select_scale.py``).
 """
 
 from __future__ import annotations

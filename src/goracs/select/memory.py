@@ -60,7 +60,7 @@ def dense_bytes(n_train: int, n_valid: int, budget: int, block_rows: int = 2048)
     N x n slot costs (float32) and their argpartition (int64), one block's temporaries and
     the exact transport of the coreset."""
     block_rows = min(block_rows, n_train)
-    return (4 * n_train * n_valid + 12 * n_train * budget + 28 * block_rows * n_valid
+    return (4 * n_train * n_valid + 12 * n_train * budget + 8 * block_rows * n_valid
             + 40 * budget * n_valid)
 
 
@@ -69,7 +69,7 @@ def streaming_bytes(n_train: int, n_valid: int, budget: int, candidates: int = 3
     """Peak bytes of the streaming engine beside its inputs (:mod:`.cost_blocks`)."""
     cache_rows = min(2048, max(64, n_train // 16))
     block_rows = min(block_rows, n_train)
-    return (28 * block_rows * n_valid + 4 * n_valid * (2 * budget + candidates + 2 + cache_rows)
+    return (8 * block_rows * n_valid + 4 * n_valid * (2 * budget + candidates + 2 + cache_rows)
             + 40 * budget * n_valid + 4 * block_rows * budget + 200 * n_train)
 
 

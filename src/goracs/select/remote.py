@@ -29,7 +29,7 @@ bit-identical.
 
 *Memory.* Beside the streaming engine's own (:mod:`goracs.select.cost_blocks`), Ray's object
 store holds a copy of the inputs, 4 (N + V) d bytes, and of the scaled gradient norms, 8 N; a
-task holds one block's temporaries (28 B V bytes) and its results while they wait there.
+task holds one block's temporaries (8 B V bytes) and its results while they wait there.
 :func:`goracs.select.memory.choose_engine` does not count the object store.
 
 Ray is imported by :func:`ray_pool` only, through :func:`goracs.cluster.ray_session`.
