@@ -64,27 +64,39 @@ def _take(row, best, owner, mass, pos):
     return delta
 
 
+@numba.njit(inline="always")
+def _enters(best_val, best_idx, s, x, r):
+    """Whether (value ``x``, row ``r``) is among slot ``s``'s k smallest so far: (value,
+    row) ordered lexicographically, ties to the smaller row."""
+    k = best_val.shape[0]
+    w = best_val[k - 1, s]
+    return x < w or (x == w and r < best_idx[k - 1, s])
+
+
+@numba.njit(inline="always")
+def _insert(best_val, best_idx, s, x, r):
+    """Put (``x``, ``r``) into slot ``s``'s ascending list, dropping its largest."""
+    t = best_val.shape[0] - 1
+    while t > 0 and (best_val[t - 1, s] > x
+                     or (best_val[t - 1, s] == x and best_idx[t - 1, s] > r)):
+        best_val[t, s] = best_val[t - 1, s]
+        best_idx[t, s] = best_idx[t - 1, s]
+        t -= 1
+    best_val[t, s] = x
+    best_idx[t, s] = r
+
+
 @numba.njit(cache=True)
 def _merge_smallest(vals, start, skip, best_val, best_idx):
     """Fold a block's slot costs ``vals`` (B, n) into each slot's k smallest (value, row),
     kept ascending in ``best_val``/``best_idx`` (k, n); rows with ``skip`` are left out."""
-    k = best_val.shape[0]
     for i in range(vals.shape[0]):
         if skip[i]:
             continue
         r = start + i
         for s in range(vals.shape[1]):
-            x = vals[i, s]
-            w = best_val[k - 1, s]
-            if x < w or (x == w and r < best_idx[k - 1, s]):
-                t = k - 1
-                while t > 0 and (best_val[t - 1, s] > x
-                                 or (best_val[t - 1, s] == x and best_idx[t - 1, s] > r)):
-                    best_val[t, s] = best_val[t - 1, s]
-                    best_idx[t, s] = best_idx[t - 1, s]
-                    t -= 1
-                best_val[t, s] = x
-                best_idx[t, s] = r
+            if _enters(best_val, best_idx, s, vals[i, s], r):
+                _insert(best_val, best_idx, s, vals[i, s], r)
 
 
 @numba.njit(cache=True)
@@ -92,22 +104,11 @@ def _fold_smallest(vals, rows, best_val, best_idx):
     """Fold one block's k smallest (value, row) per slot, ``vals``/``rows`` (k, n) ascending,
     into ``best_val``/``best_idx`` by the order of :func:`_merge_smallest`: (value, row) is a
     total order, so folding the blocks' lists in any order gives the whole pool's k smallest."""
-    k = best_val.shape[0]
     for s in range(vals.shape[1]):
         for t in range(vals.shape[0]):
-            x = vals[t, s]
-            r = rows[t, s]
-            w = best_val[k - 1, s]
-            if not (x < w or (x == w and r < best_idx[k - 1, s])):
+            if not _enters(best_val, best_idx, s, vals[t, s], rows[t, s]):
                 break  # the block's list is ascending: the rest cannot enter either
-            u = k - 1
-            while u > 0 and (best_val[u - 1, s] > x
-                             or (best_val[u - 1, s] == x and best_idx[u - 1, s] > r)):
-                best_val[u, s] = best_val[u - 1, s]
-                best_idx[u, s] = best_idx[u - 1, s]
-                u -= 1
-            best_val[u, s] = x
-            best_idx[u, s] = r
+            _insert(best_val, best_idx, s, vals[t, s], rows[t, s])
 
 
 # What one pass computes for one block of cost rows ``blk`` (its first pool row ``start``):
