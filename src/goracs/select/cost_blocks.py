@@ -54,8 +54,8 @@ from goracs.select.cost import (
     _BLOCK_ROWS,
     CostScale,
     _finish_costs,
+    _finish_distances,
     check_lambda,
-    pairwise_distances,
 )
 
 # Rows recently computed and kept for re-use, beside the pinned ones: at most this many, and
@@ -83,11 +83,7 @@ class CostBlocks:
                  grad_norms: np.ndarray | None = None, lam: float = 0.0,
                  block_rows: int = _BLOCK_ROWS) -> None:
         check_lambda(grad_norms, lam)
-        self.train = np.ascontiguousarray(train_emb, dtype=np.float32)
-        self.valid = np.ascontiguousarray(valid_emb, dtype=np.float32)
-        self.block_rows = int(block_rows)
-        self._valid_t: np.ndarray | None = None  # V^T and the squared norms, made once
-        self._valid_sq: np.ndarray | None = None
+        self._hold(train_emb, valid_emb, block_rows)
         n = self.train.shape[0]
         row_max = np.empty(n, dtype=np.float32)
         row_min = np.empty(n, dtype=np.float32)
@@ -104,15 +100,19 @@ class CostBlocks:
         pool that finds them (a Ray task rebuilding its blocks: :mod:`goracs.select.remote`).
         With ``scale`` None only :meth:`distance_block` may be used."""
         self = cls.__new__(cls)
+        self._hold(train, valid, block_rows)
+        if scale is not None:
+            self.scale = scale
+        self.passes = 0
+        return self
+
+    def _hold(self, train: np.ndarray, valid: np.ndarray, block_rows: int) -> None:
+        """Keep the inputs (float32, contiguous) and the block size."""
         self.train = np.ascontiguousarray(train, dtype=np.float32)
         self.valid = np.ascontiguousarray(valid, dtype=np.float32)
         self.block_rows = int(block_rows)
         self._valid_t: np.ndarray | None = None  # V^T and the squared norms, made once
         self._valid_sq: np.ndarray | None = None
-        if scale is not None:
-            self.scale = scale
-        self.passes = 0
-        return self
 
     def _extremes(self) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray]]]:
         """Each block's first row and its rows' largest and smallest distances."""
@@ -125,7 +125,11 @@ class CostBlocks:
 
     def distance_block(self, start: int) -> np.ndarray:
         """The distances (float32) of the block that begins at row ``start``."""
-        return self._distances(slice(start, start + self.block_rows))
+        blk = self.train[start:start + self.block_rows]
+        sq, a_sq = self._products(blk)
+        out = np.empty((blk.shape[0], self.shape[1]), dtype=np.float32)
+        _finish_distances(sq[:blk.shape[0]], a_sq, self._valid_sq, out)
+        return out
 
     def block(self, start: int) -> np.ndarray:
         """The cost rows (float32) of the block that begins at row ``start``."""
@@ -137,26 +141,29 @@ class CostBlocks:
         """(N, V), as the dense matrix's."""
         return self.train.shape[0], self.valid.shape[0]
 
-    def _distances(self, rows: slice | np.ndarray) -> np.ndarray:
-        blk = self.train[rows]
-        return pairwise_distances(blk, self.valid, block_rows=max(blk.shape[0], 1))
-
-    def _costs(self, blk: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
-        """Cost rows of the embeddings ``blk`` (training rows ``rows``): the GEMM, then
-        distances and scaling in one sweep -- the values of ``normalise(_distances(rows))``."""
-        offsets = self.scale.offsets(rows)
-        lone = blk.shape[0] == 1
-        if lone:  # BLAS would use its matrix-vector routine
-            blk, offsets = np.repeat(blk, 2, axis=0), np.repeat(offsets, 2)
+    def _products(self, blk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The float32 GEMM of the embeddings ``blk`` with the validation set's and their
+        squared norms, as :func:`goracs.select.cost.pairwise_distances` computes them: a lone
+        row is padded to two (BLAS would answer it by its matrix-vector routine), so both
+        results then have two rows. V^T and V's squared norms are made once."""
+        if blk.shape[0] == 1:
+            blk = np.repeat(blk, 2, axis=0)
         if self._valid_t is None:
             self._valid_t = np.ascontiguousarray(self.valid.T)
             self._valid_sq = np.einsum("ij,ij->i", self.valid, self.valid, dtype=np.float64)
-        a_sq = np.einsum("ij,ij->i", blk, blk, dtype=np.float64)
-        sq = blk @ self._valid_t
+        return blk @ self._valid_t, np.einsum("ij,ij->i", blk, blk, dtype=np.float64)
+
+    def _costs(self, blk: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
+        """Cost rows of the embeddings ``blk`` (training rows ``rows``): the GEMM, then
+        distances and scaling in one sweep -- the values of ``normalise`` on the distances."""
+        sq, a_sq = self._products(blk)
+        offsets = self.scale.offsets(rows)
+        if blk.shape[0] == 1:
+            offsets = np.repeat(offsets, 2)
         out = np.empty(sq.shape, dtype=np.float32)
         _finish_costs(sq, a_sq, self._valid_sq, self.scale.inv_d, offsets, self.scale.scale,
                       out)
-        return out[:1] if lone else out
+        return out[:blk.shape[0]]
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """The cost rows (len(rows), V) float32 of the training rows ``rows``."""
