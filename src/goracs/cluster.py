@@ -21,9 +21,10 @@ from goracs.errors import GoracsError
 #: Seconds to wait for a cluster's address to accept a connection before giving up.
 CONNECT_TIMEOUT_S = 5.0
 
-RAY_HELP = ("run the gradient pass on Ray actors: local:N (a local Ray of N CPUs, started and "
-            "stopped by this run), auto (the cluster Ray finds: RAY_ADDRESS or `ray start`'s) "
-            "or HOST:PORT of a running cluster's head")
+#: The accepted ``--ray`` values, as every command's help text names them.
+RAY_FORMS = ("local:N (a local Ray of N CPUs, started and stopped by this run), auto (the "
+             "cluster Ray finds: RAY_ADDRESS or `ray start`'s) or HOST:PORT of a running "
+             "cluster's head")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from goracs.checks import arg_int, arg_seed
-from goracs.cluster import RAY_HELP, check_ray, parse_ray
+from goracs.cluster import RAY_FORMS, check_ray, parse_ray
 from goracs.errors import GoracsError
 from goracs.models import PACKAGED_ENCODER, PACKAGED_LLM
 from goracs.threads import add_threads_option, apply_threads
@@ -77,7 +77,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "agree with the CPU's to float rounding and share its cache")
     add_threads_option(p)
     g = p.add_argument_group("scaling out")
-    g.add_argument("--ray", default=None, metavar="ADDRESS", help=RAY_HELP + "; one model "
+    g.add_argument("--ray", default=None, metavar="ADDRESS", help="run the gradient pass "
+                   "on Ray actors: " + RAY_FORMS + "; one model "
                    "per actor, each with --threads CPU threads (default 1) or, with --device "
                    "cuda, one GPU; the actors write the shards of the pass into DIR, so a "
                    "cluster's nodes must share its filesystem. Results and cache match a run "

@@ -16,7 +16,7 @@ from goracs.checks import (
     arg_seed,
     check_json_depth,
 )
-from goracs.cluster import check_ray, parse_ray
+from goracs.cluster import RAY_FORMS, check_ray, parse_ray
 from goracs.errors import GoracsError
 from goracs.io import loads_json
 from goracs.outputs import OutputPlace
@@ -54,9 +54,7 @@ _UNSET_KEEPS_DEFAULT = ("lam", "max_memory", "ray")
 
 RAY_HELP = ("run GORACS's passes over the pool (greedy's first gains, fill costs, medoid "
             "pricing, marginal impacts) as Ray tasks, on the streaming engine, with the same "
-            "selection: local:N (a local Ray of N CPUs, started and stopped by this run), auto "
-            "(the cluster Ray finds: RAY_ADDRESS or `ray start`'s) or HOST:PORT of a running "
-            "cluster's head")
+            "selection: " + RAY_FORMS)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
