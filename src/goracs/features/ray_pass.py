@@ -30,7 +30,7 @@ import numpy as np
 
 from goracs.cluster import RaySpec, actor_resources, actors_that_fit, ray_session
 from goracs.errors import GoracsError
-from goracs.features.shards import ShardPlan, join_batches, save_shard, shard_batches
+from goracs.features.shards import ShardPlan, join_batches, save_shard, score_shard
 
 #: Actors that may die (their process killed, out of memory, their node lost) in one pass
 #: before it gives up; each is replaced and its shard computed again.
@@ -121,16 +121,11 @@ class ShardWorker:
 
     def shard(self, k: int) -> int:
         """Compute shard ``k`` and write its files; return its number of samples."""
-        out = []
-        count = 0
-        for part in shard_batches(self.order, k, self.shard_size, self.batch_size):
-            st = None if self.starts is None else self.starts[part]
-            batch = [self.seqs[i] for i in part]
-            out.append(self.scorer.batch_scores(batch, st, embed=True) if self.embed
-                       else self.scorer.batch_scores(batch, st))
-            count += len(part)
-        save_shard(self.parts, k, *join_batches(out, self.with_scores, self.embed))
-        return count
+        sizes, out = zip(*score_shard(self.seqs, self.starts, self.order, k, self.shard_size,
+                                      self.batch_size, self.scorer.batch_scores, self.embed),
+                         strict=True)
+        save_shard(self.parts, k, *join_batches(list(out), self.with_scores, self.embed))
+        return sum(sizes)
 
 
 def describe(scorer: Any, seqs: Sequence[np.ndarray]) -> dict[str, Any]:

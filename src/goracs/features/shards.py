@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,11 +137,19 @@ def save_shard(parts: Path, k: int, norms: np.ndarray, errs: np.ndarray | None,
     atomic_save_npy(parts / f"shard-{k:05d}.npy", norms)
 
 
-def shard_batches(order: np.ndarray, k: int, shard_size: int,
-                  batch_size: int) -> list[np.ndarray]:
-    """The pool positions of each batch of shard ``k``, in processing order."""
-    idx = order[k * shard_size:(k + 1) * shard_size]
-    return [idx[b:b + batch_size] for b in range(0, len(idx), batch_size)]
+def score_shard(seqs: Sequence[np.ndarray], starts: np.ndarray | None, order: np.ndarray,
+                k: int, shard_size: int, batch_size: int,
+                batch_scores: Callable[..., BatchResult], embed: bool
+                ) -> Iterator[tuple[int, BatchResult]]:
+    """Score shard ``k`` batch by batch: each batch's number of samples and its results
+    (the same batches, in the same order, in this process and on a Ray actor)."""
+    idx = order[k * shard_size:(k + 1) * shard_size]  # the shard's pool positions
+    for b in range(0, len(idx), batch_size):
+        part = idx[b:b + batch_size]
+        st = None if starts is None else starts[part]
+        batch = [seqs[i] for i in part]
+        yield len(part), (batch_scores(batch, st, embed=True) if embed
+                          else batch_scores(batch, st))
 
 
 @dataclass(frozen=True)
@@ -220,12 +228,10 @@ def score_in_shards(seqs: Sequence[np.ndarray], starts: np.ndarray | None, order
             if state.norms[k] is not None:
                 continue
             out: list[BatchResult] = []
-            for part in shard_batches(order, k, shard_size, batch_size):
-                st = None if starts is None else starts[part]
-                got = (batch_scores([seqs[i] for i in part], st, embed=True) if embed
-                       else batch_scores([seqs[i] for i in part], st))
+            for size, got in score_shard(seqs, starts, order, k, shard_size, batch_size,
+                                         batch_scores, embed):
                 out.append(got)
-                bar.update(len(part))
+                bar.update(size)
             state.keep(k, out, parts, with_scores, embed)
     results = {"gradnorms": unsort(state.norms, order)}
     if with_scores:
