@@ -240,12 +240,8 @@ class GORACS(Selector):
             cols = np.flatnonzero(data.valid_labels == label)
             weights[label] = cols.shape[0] / v_total
             grads = None if data.grad_norms is None else data.grad_norms[rows]
-            if n_k == rows.shape[0]:
-                res = self._run_itra(data.train_emb[rows], data.valid_emb[cols], grads, n_k,
-                                     take_all=True, pool=pool)
-            else:
-                res = self._run_itra(data.train_emb[rows], data.valid_emb[cols], grads, n_k,
-                                     pool=pool)
+            res = self._run_itra(data.train_emb[rows], data.valid_emb[cols], grads, n_k,
+                                 take_all=n_k == rows.shape[0], pool=pool)
             picks.append(rows[res["indices"]])
             results[label] = res
             per_class[str(label)] = {"budget": n_k, "train": int(rows.shape[0]),
