@@ -157,12 +157,12 @@ def test_param_checks():
 
 def test_default_lambda_per_task():
     assert TASK_LAMBDA == {"seqrec": 0.1, "ctr": 0.5} and DEFAULT_LAMBDA == 0.5
-    for name in ("goracs", "goracs-nograd", "goracs-greedy"):
+    for name in ("goracs", "goracs-nograd", "goracs-greedy", "goracs-individual"):
         assert default_lambda(get_selector(name), "seqrec") == 0.1
         assert default_lambda(get_selector(name), "ctr") == 0.5
         assert default_lambda(get_selector(name), None) == 0.5
     # not built on the engine: its own default stays (DEALRec's lam is another weight)
-    for name in ("goracs-individual", "dealrec", "random"):
+    for name in ("dealrec", "random"):
         assert default_lambda(get_selector(name), "seqrec") is None
 
 

@@ -21,6 +21,7 @@ from goracs.cluster import parse_ray
 from goracs.errors import GoracsError
 from goracs.select import GORACS
 from goracs.select.cost_blocks import CostBlocks
+from goracs.select.goracs import GORACSIndividual
 from goracs.select.streaming import (
     _block_fill_costs,
     _block_gains,
@@ -70,6 +71,15 @@ def test_ray_selects_what_streaming_and_dense_select(labels):
     assert on_ray.params_["ray"] == "local:2"
     if not labels:  # every pass over the pool ran on Ray
         assert info["passes"] == on_ray.info_["cost_passes"] == local.info_["cost_passes"]
+
+
+def test_ray_scores_individual_selection_as_the_local_run_does():
+    data = random_instance(2)
+    local = GORACSIndividual(budget=32, lam=0.5, engine="streaming").fit(data)
+    on_ray = GORACSIndividual(budget=32, lam=0.5, ray="local:2").fit(data)
+    np.testing.assert_array_equal(local.indices_, on_ray.indices_)
+    assert local.objective_ == on_ray.objective_
+    assert on_ray.info_["ray"]["passes"] == on_ray.info_["cost_passes"] >= 1
 
 
 def test_ray_past_saturation_fills_as_the_local_run_does():

@@ -13,6 +13,7 @@ from goracs.errors import GoracsError
 from goracs.select import GORACS
 from goracs.select.cost import poo_cost
 from goracs.select.cost_blocks import CostBlocks, RowStore
+from goracs.select.goracs import GORACSIndividual
 from goracs.select.greedy import greedy_select
 from goracs.select.memory import choose_engine, parse_memory
 from goracs.select.streaming import greedy_select_streaming
@@ -112,20 +113,51 @@ def test_streaming_never_holds_the_dense_matrix():
     n_train, n_valid = 3000, 800
     sel = GORACS(budget=32, lam=0.5, max_iters=10, candidates=5, medoid_rounds=3,
                  engine="streaming")
+    peak = peak_of_second_fit(sel, data)
+    assert sel.info_["engine"] == "streaming"
+    assert peak < 0.4 * n_train * n_valid * 4, peak
+
+
+def peak_of_second_fit(sel: GORACS, data) -> int:
+    """Peak traced bytes of ``sel.fit(data)`` on cost blocks of 64 rows, measured on a second
+    fit: numba's own allocations while compiling are not what is measured."""
     import goracs.select.goracs as engine_module
 
     real = engine_module.CostBlocks
     engine_module.CostBlocks = lambda *a, **k: real(*a, **k, block_rows=64)  # type: ignore
     try:
-        sel.fit(data)  # compile first: numba's own allocations are not what is measured
+        sel.fit(data)
         tracemalloc.start()
         sel.fit(data)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     finally:
         engine_module.CostBlocks = real
-    assert sel.info_["engine"] == "streaming"
-    assert peak < 0.4 * n_train * n_valid * 4, peak
+    return peak
+
+
+@pytest.mark.parametrize("lam", [0.5, 0.0])
+def test_individual_selection_is_the_same_on_both_engines(lam):
+    data = random_instance(1, n_train=900, n_valid=120, labels=True)
+    dense = GORACSIndividual(budget=40, lam=lam, engine="dense").fit(data)
+    stream = GORACSIndividual(budget=40, lam=lam, engine="streaming").fit(data)
+    assert dense.info_["engine"] == "dense" and stream.info_["engine"] == "streaming"
+    np.testing.assert_array_equal(dense.indices_, stream.indices_)
+    # the exact POO runs on the chosen rows, computed apart from their blocks: 1e-9 as for GORACS
+    assert dense.objective_ == pytest.approx(stream.objective_, abs=1e-9)
+    assert stream.info_["cost_passes"] >= 1
+    # the definition: the 40 rows of least mean cost, labels ignored
+    own = poo_cost(data.train_emb, data.valid_emb, data.grad_norms, lam).mean(
+        axis=1, dtype=np.float64)
+    np.testing.assert_array_equal(stream.indices_, np.sort(np.argsort(own, kind="stable")[:40]))
+    lo, hi = stream.info_["own_cost_range"]
+    assert lo == pytest.approx(own.min()) and hi == pytest.approx(np.sort(own)[39])
+
+
+def test_individual_streaming_never_holds_the_dense_matrix():
+    data = random_instance(3, n_train=3000, n_valid=800)
+    peak = peak_of_second_fit(GORACSIndividual(budget=32, lam=0.5, engine="streaming"), data)
+    assert peak < 0.2 * 3000 * 800 * 4, peak
 
 
 def test_auto_engine_follows_the_budget():

@@ -12,7 +12,13 @@ from goracs.errors import GoracsError
 from goracs.select.base import SelectionData, Selector, register
 from goracs.select.cost import poo_cost
 from goracs.select.cost_blocks import CostBlocks, RowStore, cache_rows
-from goracs.select.greedy import SATURATION_RULES, STOP_RULES, greedy_select, relaxed_objective
+from goracs.select.greedy import (
+    SATURATION_RULES,
+    STOP_RULES,
+    _row_sums,
+    greedy_select,
+    relaxed_objective,
+)
 from goracs.select.medoid import alternate
 from goracs.select.memory import ENGINES, choose_engine, parse_memory
 from goracs.select.params import (
@@ -25,6 +31,7 @@ from goracs.select.params import (
 from goracs.select.refine import refine
 from goracs.select.streaming import (
     PoolState,
+    _block_row_sums,
     alternate_streaming,
     greedy_select_streaming,
     impact_function,
@@ -327,12 +334,7 @@ class GORACS(Selector):
         """:meth:`_run_itra` without the dense matrix (:mod:`goracs.select.streaming`); with
         ``pool``, its passes over the pool run as Ray tasks (:mod:`goracs.select.remote`)."""
         with self._stage("cost"):
-            if pool is not None:
-                from goracs.select.remote import RayBlocks
-
-                blocks = RayBlocks(pool, train_emb, valid_emb, grad_norms, self.lam)
-            else:
-                blocks = CostBlocks(train_emb, valid_emb, grad_norms, self.lam)
+            blocks = _cost_blocks(train_emb, valid_emb, grad_norms, self.lam, pool)
             store = RowStore(blocks, 2 * n + self.candidates + 2 + cache_rows(blocks.shape[0]))
         if take_all:
             with self._stage("exact_ot"):
@@ -409,38 +411,71 @@ class GORACSGreedy(GORACS):
 
 
 @register
-class GORACSIndividual(Selector):
+class GORACSIndividual(GORACS):
     """GORACS ablation with individual-level selection: the n samples of lowest own cost.
 
     Each sample is scored alone by the POO it would have as a one-sample coreset, the mean of
     its row of the same cost matrix (embedding distance to the validation set minus lambda
     times its normalised gradient norm); no group-level transport couples the choices. With
-    lambda = 0 this is nearest-to-validation selection.
+    lambda = 0 this is nearest-to-validation selection. Class labels are ignored.
+
+    Both engines of :class:`GORACS` serve it: dense holds the cost matrix, streaming takes the
+    row sums block by block (one pass over the pool, on Ray with ``ray``) and computes only
+    the n chosen rows for the exact POO. The row sums are the same float64 sums of the same
+    float32 rows either way, so the two engines choose the same samples. ``choose_engine``
+    sizes dense as GORACS's (its medoid matrix included), a bound from above here.
     """
 
     name = "goracs-individual"
-    requires = ("train_emb", "valid_emb")
 
-    def __init__(self, budget: int, seed: int = 0, lam: float = 0.5) -> None:
-        super().__init__(budget, seed)
-        self.lam = lam
-        self._validate_params()
+    def __init__(self, budget: int, seed: int = 0, lam: float = 0.5, engine: str = "auto",
+                 max_memory: int | str | None = None, ray: str | None = None) -> None:
+        super().__init__(budget, seed, lam=lam, per_class=False, engine=engine,
+                         max_memory=max_memory, ray=ray)
 
-    def _validate_params(self) -> dict[str, Any]:
-        check_real("lambda", self.lam)
-        return {}
-
-    def _select(self, data: SelectionData) -> None:
+    def _select_in(self, data: SelectionData, pool: RayPool | None) -> None:
         assert data.train_emb is not None and data.valid_emb is not None
-        if self.lam > 0 and data.grad_norms is None:
-            raise GoracsError("lambda > 0 needs gradient norms (--grad-norms)")
-        with self._stage("cost"):
-            cost = poo_cost(data.train_emb, data.valid_emb, data.grad_norms, self.lam)
-        with self._stage("score"):
-            own = cost.mean(axis=1, dtype=np.float64)
-            self.indices_ = np.lexsort((np.arange(own.shape[0]), own))[: self.budget]
-        with self._stage("exact_ot"):
-            self.objective_ = TransportState(cost, self.indices_).poo
+        n, nv = self.budget, data.valid_emb.shape[0]
+        if self.engine_ == "dense":
+            with self._stage("cost"):
+                cost = poo_cost(data.train_emb, data.valid_emb, data.grad_norms, self.lam)
+            with self._stage("score"):
+                sums = _row_sums(cost)
+            pick = _lowest(sums, n)
+            with self._stage("exact_ot"):
+                self.objective_ = TransportState(cost, pick).poo
+        else:
+            with self._stage("cost"):
+                blocks = _cost_blocks(data.train_emb, data.valid_emb, data.grad_norms,
+                                      self.lam, pool)
+            with self._stage("score"):
+                sums = np.empty(blocks.shape[0])
+                for start, part in blocks.map(_block_row_sums):
+                    sums[start:start + part.shape[0]] = part
+            pick = _lowest(sums, n)
+            with self._stage("exact_ot"):
+                store = RowStore(blocks, n)
+                self.objective_ = TransportState(store.array, store.slots(pick, pin=True)).poo
+            self.info_["cost_passes"] = blocks.passes
+        self.indices_ = pick
+        self.trace_ = [self.objective_]
+        # the best own cost chosen and the worst, as mean costs (a one-sample coreset's POO)
+        self.info_["own_cost_range"] = [float(sums[pick[0]] / nv), float(sums[pick[-1]] / nv)]
+
+
+def _lowest(sums: np.ndarray, n: int) -> np.ndarray:
+    """The n rows of least sum, in that order; ties go to the smaller row."""
+    return np.lexsort((np.arange(sums.shape[0]), sums))[:n]
+
+
+def _cost_blocks(train_emb: np.ndarray, valid_emb: np.ndarray, grad_norms: np.ndarray | None,
+                 lam: float, pool: RayPool | None) -> CostBlocks:
+    """The cost source of the streaming engine: its passes here, or as Ray tasks on ``pool``."""
+    if pool is not None:
+        from goracs.select.remote import RayBlocks
+
+        return RayBlocks(pool, train_emb, valid_emb, grad_norms, lam)
+    return CostBlocks(train_emb, valid_emb, grad_norms, lam)
 
 
 def _refined(res: Any, trace: list[float], trace_s: list[float],
