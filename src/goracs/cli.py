@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "goracs.features.commands",
     "goracs.train.commands",
     "goracs.evaluate.commands",
+    "goracs.evaluate.compare_commands",
     "goracs.experiment.commands",
 ]
 

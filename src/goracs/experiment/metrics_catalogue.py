@@ -1,4 +1,5 @@
-"""The metrics an experiment's tables may show per task, and which way each is better."""
+"""The metrics an experiment's tables may show per task (which way each is better:
+:func:`goracs.evaluate.verdict.lower_is_better`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,3 @@ def known_metrics(task: str) -> tuple[str, ...]:
     ranked = tuple(f"{proto}.{m}@{k}" for proto in ("sampled", "full") for m in ("NDCG", "HR")
                    for k in KS)
     return ranked + ("exact_match", "answer_in_catalogue")
-
-
-def lower_is_better(metric: str) -> bool:
-    return metric == "log_loss"

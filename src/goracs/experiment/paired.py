@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from goracs.errors import GoracsError
-from goracs.evaluate.bootstrap import Difference, metric_kind, metric_value, paired_difference
+from goracs.evaluate.bootstrap import metric_kind, metric_value
+from goracs.evaluate.verdict import Comparison, compare, verdict_sentence
 from goracs.experiment.config import ExperimentConfig
 from goracs.experiment.plan import Group, Run
 from goracs.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
@@ -27,16 +27,6 @@ RANDOM = "random"
 #: The model-free rule of each task, as its row is named in the tables.
 REFERENCE = {"ctr": "liked-share rule", "seqrec": "popularity rule"}
 PREDICTIONS = "predictions.jsonl"
-REPLICATES = 2000
-LEVEL = 0.95
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """One row against random on one metric: seeds pooled, and with the seeds redrawn."""
-
-    users: Difference
-    seeds: Difference
 
 
 def _done(run: Run) -> bool:
@@ -135,7 +125,7 @@ def compare_with_random(cfg: ExperimentConfig, groups: Sequence[Group]
                 key = (g.dataset, g.task, method, b if b is not None else None)
                 if b is None and len(randoms) > 1:
                     key = (g.dataset, g.task, f"{method} (vs random b={budget})", None)
-                comps[key] = {m: _compare(g.task, m, rand, runs) for m in metrics}
+                comps[key] = {m: compare(g.task, m, rand, runs) for m in metrics}
     return comps, refs
 
 
@@ -147,50 +137,18 @@ def _comparable(task: str, metric: str) -> bool:
     return True
 
 
-def _compare(task: str, metric: str, rand: list[list[dict[str, Any]]],
-             other: list[list[dict[str, Any]]]) -> Comparison:
-    users = paired_difference(task, metric, rand, other, replicates=REPLICATES, level=LEVEL)
-    seeds = paired_difference(task, metric, rand, other, replicates=REPLICATES, level=LEVEL,
-                              resample_runs=True)
-    return Comparison(users=users, seeds=seeds)
-
-
 def _metrics_of(task: str, metrics: Sequence[str], rows: list[dict[str, Any]]
                 ) -> dict[str, float]:
     """The metrics of one set of prediction rows, as the paired comparison computes them."""
     return {m: metric_value(task, m, rows) for m in metrics}
 
 
-def format_difference(d: Difference) -> str:
-    """``+0.0123 [-0.0040, +0.0290]``."""
-    return f"{d.diff:+.4f} [{d.lo:+.4f}, {d.hi:+.4f}]"
-
-
-WORDS = {"better": "beats", "worse": "loses to", "tie": "ties with"}
-
-
-def verdict_sentence(task: str, method: str, metric: str, c: Comparison,
-                     higher_is_better: bool) -> str:
-    """One sentence: does ``method`` beat random on ``metric`` at 95%?"""
-    v = c.users.verdict(higher_is_better)
-    seeds = c.seeds.verdict(higher_is_better)
-    tail = ""
-    if seeds != v:
-        tail = (f"; with the seeds redrawn too, [{c.seeds.lo:+.4f}, {c.seeds.hi:+.4f}]: "
-                f"{WORDS[seeds]} random")
-    runs = c.users.runs_a
-    return (f"{method} {WORDS[v]} random on {metric}: {format_difference(c.users)} over "
-            f"{c.users.users:,} test users, {c.users.runs_b} against {runs} "
-            f"run{'s' if runs != 1 else ''}{tail}.")
-
-
-def comparisons_summary(comps: Mapping[tuple[str, str, str, int | None], dict[str, Comparison]],
-                        lower_is_better: Any) -> list[str]:
+def comparisons_summary(comps: Mapping[tuple[str, str, str, int | None], dict[str, Comparison]]
+                        ) -> list[str]:
     """The Markdown bullets of the paired comparisons, one sentence each."""
     lines = []
     for (dataset, task, method, budget), per_metric in comps.items():
         label = method if budget is None else f"{method} (b={budget})"
         for metric, c in per_metric.items():
-            lines.append(f"- {dataset} {task}: "
-                         + verdict_sentence(task, label, metric, c, not lower_is_better(metric)))
+            lines.append(f"- {dataset} {task}: {verdict_sentence(label, RANDOM, metric, c)}")
     return lines

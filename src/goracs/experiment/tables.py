@@ -16,8 +16,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from goracs.evaluate.verdict import lower_is_better
 from goracs.experiment.config import FULL_DATA, ZERO_SHOT, ExperimentConfig
-from goracs.experiment.metrics_catalogue import lower_is_better
 from goracs.experiment.paired import comparisons_summary
 from goracs.experiment.rows import CORESET_STATS, STAGE_SECONDS, GroupRecords, Records, Row
 from goracs.experiment.table_rows import Cell, TableRow
@@ -263,7 +263,7 @@ def table_markdown(cfg: ExperimentConfig, records: Records, trows: Sequence[Tabl
         if group_comps:
             lines += ["", "Against random on the same test users (difference in mean metric, "
                       "95% interval from a bootstrap over users, seeds pooled):", ""]
-            lines += comparisons_summary(group_comps, lower_is_better)
+            lines += comparisons_summary(group_comps)
         same = sorted({t.method for t in these if t.same_coreset})
         diff = sorted({t.method for t in these if t.same_coreset is False})
         lines.append("")
