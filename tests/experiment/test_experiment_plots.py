@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from experiment_helpers import config, make_prepared, write_record
+from experiment_helpers import config, make_prepared, write_predictions, write_record
 
 from goracs.experiment import stages
 from goracs.experiment.plan import build_plan
-from goracs.experiment.plots import pca_2d, write_plots
+from goracs.experiment.plots import _axis_limit, pca_2d, write_plots
 from goracs.experiment.rows import load_records
 from goracs.experiment.table_rows import aggregate
 
@@ -33,7 +33,7 @@ def test_pca_axes_are_orthonormal_signed_and_seeded():
     assert np.array_equal(a1, pca_2d(x, seed=3, max_points=100)[1])
 
 
-def _plots(tmp_path: Path, budgets):
+def _plots(tmp_path: Path, budgets, predictions: bool = False):
     cfg = config(seeds=[0, 1], task_ctr={"budgets": budgets})
     groups = build_plan(cfg, tmp_path)
     g = groups[0]
@@ -47,6 +47,8 @@ def _plots(tmp_path: Path, budgets):
         write_record(run, tmp_path, {"AUC": auc, "log_loss": 0.7 - 0.01 * k},
                      {"select": 1.0, "finetune": 2.0, "evaluate": 3.0},
                      budget=0 if run.budget is None else None)
+    if predictions:
+        write_predictions(g)
     records = load_records(cfg, groups, {})
     trows = aggregate(records.rows, {"ctr": ["AUC", "log_loss"]})
     return write_plots(cfg, tmp_path, records, trows), (cfg, records, trows)
@@ -75,3 +77,16 @@ def test_metric_plot_against_several_budgets(tmp_path: Path):
     written, _ = _plots(tmp_path, [4, 8])
     metrics = next(p for p in written if p.name.endswith("-metrics.png"))
     assert metrics.read_bytes().startswith(PNG)
+
+
+def test_the_vs_random_plot_comes_with_paired_comparisons(tmp_path: Path):
+    written, (_, records, _) = _plots(tmp_path, [4], predictions=True)
+    assert records.comps
+    vs = [p for p in written if p.name == "ml-1m-ctr-vs-random.png"]
+    assert len(vs) == 1 and vs[0].read_bytes().startswith(PNG)
+
+
+def test_a_far_row_does_not_set_the_scale():
+    assert _axis_limit([0.1, 0.12, 0.05, 6.5]) == 0.12  # +6.5 is drawn at the edge, labelled
+    assert _axis_limit([0.1, 0.3]) == 0.3
+    assert _axis_limit([]) == 1.0

@@ -17,7 +17,8 @@ from goracs.experiment.report import render_reports
 from goracs.experiment.rows import CORESET_STATS, load_records, load_rows
 
 REPORTS = ("results.csv", "table.csv", "table.md", "plots/ml-1m-ctr-metrics.png",
-           "plots/ml-1m-ctr-poo.png", "plots/ml-1m-ctr-projection.png")
+           "plots/ml-1m-ctr-poo.png", "plots/ml-1m-ctr-projection.png",
+           "plots/ml-1m-ctr-vs-random.png")
 
 
 def _experiment(out: Path, seeds=(0, 1), predictions: bool = True):

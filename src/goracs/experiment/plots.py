@@ -4,7 +4,9 @@ drawn from its loaded records (:mod:`goracs.experiment.rows`) and table rows.
 Per (dataset, task): ``plots/DATASET-TASK-metrics.png`` (each table metric against budget, or
 per method when there is one budget), ``-poo.png`` (POO after greedy initialisation, each
 medoid round and each accepted swap, from ``selection.json``'s trace) and ``-projection.png``
-(a 2-D PCA of the pool, the validation set and each method's coreset at one budget and seed).
+(a 2-D PCA of the pool, the validation set and each method's coreset at one budget and seed)
+and ``-vs-random.png`` (every row's paired difference from random per metric, with both
+intervals of :mod:`goracs.experiment.paired`).
 The files carry no software version or date, so the same inputs give the same bytes.
 """
 
@@ -14,7 +16,7 @@ import io
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +217,65 @@ def plot_projection(cfg: ExperimentConfig, g: GroupRecords, path: Path) -> bool:
     return True
 
 
+def _axis_limit(extents: Sequence[float]) -> float:
+    """Half-width of a panel centred on zero: the widest row's reach, unless a row reaches
+    more than five times the median row, which is then drawn to the edge and labelled."""
+    ext = sorted(e for e in extents if math.isfinite(e)) or [1.0]
+    cap = 5.0 * max(ext[len(ext) // 2], 1e-12)
+    inside = [e for e in ext if e <= cap]
+    return max(inside) if inside else cap
+
+
+def plot_vs_random(cfg: ExperimentConfig, g: GroupRecords,
+                   comps: Mapping[tuple[str, str, str, int | None], Mapping[str, Any]],
+                   path: Path) -> bool:
+    """Each row's difference from random on the same test users, one panel per metric: the
+    point is the difference in mean metric, the thick bar its interval over users (seeds
+    pooled), the thin bar the interval with the seeds redrawn; green where the row beats
+    random, red where it loses, grey where it ties. Returns False without comparisons."""
+    from goracs.evaluate.verdict import lower_is_better
+
+    rows = [(method if budget is None else f"{method} (b={budget})", per_metric)
+            for (dataset, task, method, budget), per_metric in comps.items()
+            if dataset == g.dataset and task == g.task]
+    metrics = [m for m in cfg.tasks[g.task].metrics if any(m in pm for _, pm in rows)]
+    if not rows or not metrics:
+        return False
+    colour = {"better": "tab:green", "worse": "tab:red", "tie": "0.45"}
+    fig = _figure(max(4.5, 4.2 * len(metrics)), 1.2 + 0.45 * len(rows))
+    axes = fig.subplots(1, len(metrics), squeeze=False, sharey=True)[0]
+    ys = list(range(len(rows)))[::-1]  # the first row on top
+    for ax, metric in zip(axes, metrics, strict=True):
+        here = [(y, pm[metric]) for y, (_, pm) in zip(ys, rows, strict=True) if metric in pm]
+        lim = _axis_limit([max(abs(c.seeds.lo), abs(c.seeds.hi)) for _, c in here])
+        for y, c in here:
+            col = colour[c.verdict(metric)]
+            ax.plot(np.clip([c.seeds.lo, c.seeds.hi], -lim, lim), [y, y], color=col,
+                    linewidth=1, alpha=0.6)
+            ax.plot(np.clip([c.users.lo, c.users.hi], -lim, lim), [y, y], color=col,
+                    linewidth=4, solid_capstyle="butt")
+            if abs(c.users.diff) <= lim:
+                ax.plot([c.users.diff], [y], "o", color="black", markersize=4)
+            else:  # off the scale of the others: its value at the edge
+                edge = math.copysign(lim, c.users.diff)
+                ax.plot([edge], [y], ">" if edge > 0 else "<", color=col, markersize=8)
+                ax.annotate(f"{c.users.diff:+.2f}", (edge, y), xytext=(0, 5),
+                            textcoords="offset points", ha="right" if edge > 0 else "left",
+                            fontsize=7)
+        ax.set_xlim(-1.05 * lim, 1.05 * lim)
+        ax.axvline(0.0, color="0.2", linewidth=0.8)
+        arrow = "<- better" if lower_is_better(metric) else "better ->"
+        ax.set_title(f"{metric}: row - random ({arrow})", fontsize=9)
+        ax.set_yticks(ys)
+        ax.set_yticklabels([name for name, _ in rows], fontsize=8)
+        ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(f"{cfg.name}: {g.dataset} {g.task} against random on the same test users "
+                 "(thick: users resampled, thin: seeds redrawn too)", fontsize=9)
+    fig.tight_layout()
+    save_png(fig, path)
+    return True
+
+
 def write_plots(cfg: ExperimentConfig, out: Path, records: Records,
                 trows: Sequence[TableRow]) -> list[Path]:
     """Write every plot that has data; returns the files written."""
@@ -223,7 +284,9 @@ def write_plots(cfg: ExperimentConfig, out: Path, records: Records,
         base = out / PLOTS_DIR / f"{g.dataset}-{g.task}"
         for suffix, make in (("metrics", lambda p, g=g: plot_metrics(cfg, g, trows, p)),
                              ("poo", lambda p, g=g: plot_poo(cfg, g, p)),
-                             ("projection", lambda p, g=g: plot_projection(cfg, g, p))):
+                             ("projection", lambda p, g=g: plot_projection(cfg, g, p)),
+                             ("vs-random", lambda p, g=g: plot_vs_random(cfg, g, records.comps,
+                                                                         p))):
             path = base.with_name(f"{base.name}-{suffix}.png")
             if make(path):
                 written.append(path)
