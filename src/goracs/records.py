@@ -34,6 +34,8 @@ PROMPT_NO_INPUT = (
 REQUIRED_FIELDS = ("instruction", "input", "output")
 TASKS = ("seqrec", "ctr")
 CTR_ANSWERS = {"Yes": 1, "No": 0}
+# How many of the heaviest users a split's concentration counts (``top5_share``).
+TOP_USERS = 5
 
 
 def render_prompt(record: Mapping[str, Any], with_response: bool) -> str:
@@ -187,3 +189,16 @@ def tokenize_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> lis
             ids.append(int(eos))
         out.append(ids)
     return out
+
+
+def top_user_share(users: np.ndarray | list, k: int = TOP_USERS) -> float:
+    """Share of the samples held by the ``k`` users with the most samples.
+
+    ``users`` lists each sample's user (codes or ids). Returns a fraction in [0, 1]; 0.0
+    for no samples.
+    """
+    arr = np.asarray(users)
+    if arr.shape[0] == 0:
+        return 0.0
+    _, counts = np.unique(arr, return_counts=True)
+    return float(np.sort(counts)[::-1][:k].sum() / arr.shape[0])

@@ -209,6 +209,30 @@ def test_select_from_a_prepared_folder(tmp_path, task):
         assert [r["output"] for r in coreset].count("Yes") == 6
 
 
+def test_a_validation_set_of_few_users_is_named(tmp_path, capsys):
+    d = _prepared_folder(tmp_path, "seqrec")  # 20 validation samples from 7 users
+    args = ["select", "--data", str(d), "--budget", "8", "--max-iters", "5", "--out"]
+    assert main([*args, str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    sel = json.loads((tmp_path / "a" / "selection.json").read_text())
+    assert sel["valid_users"] == {"samples": 20, "users": 7, "top5_share": 0.75}
+    assert "note: the validation set's 20 samples come from 7 users, the 5 heaviest " \
+           "holding 75%" in err
+    # a method that does not look at the validation set: nothing recorded, no note
+    assert main([*args, str(tmp_path / "b"), "--method", "random"]) == 0
+    assert "note:" not in capsys.readouterr().err
+    assert "valid_users" not in json.loads((tmp_path / "b" / "selection.json").read_text())
+    # one sample per user: recorded, and nothing to note
+    valid = json.loads((d / "valid.json").read_text())
+    (d / "valid.json").write_text(json.dumps([dict(r, user=f"v{k}")
+                                              for k, r in enumerate(valid)]))
+    write_features_manifest(d, "seqrec")
+    assert main([*args, str(tmp_path / "c")]) == 0
+    assert "note:" not in capsys.readouterr().err
+    sel = json.loads((tmp_path / "c" / "selection.json").read_text())
+    assert sel["valid_users"]["users"] == 20
+
+
 def test_select_from_a_folder_without_features_fails_cleanly(tmp_path):
     d = _prepared_folder(tmp_path, "seqrec")
     (d / "features" / "features.json").unlink()

@@ -19,10 +19,10 @@ from goracs.data.samples import (
     sample_negatives,
     split_sizes,
     subsample_train,
-    top_user_share,
     user_time_split,
 )
 from goracs.data.table import Interactions
+from goracs.records import top_user_share
 
 __all__ = [
     "DATASETS",

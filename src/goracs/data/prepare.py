@@ -31,7 +31,6 @@ from goracs.data.samples import (
     split_sizes,
     subsample_held_out,
     subsample_train,
-    top_user_share,
     user_time_split,
 )
 from goracs.data.table import Interactions
@@ -39,7 +38,7 @@ from goracs.errors import GoracsError
 from goracs.io import atomic_write_json, read_json
 from goracs.outputs import OutputPlace
 from goracs.prompts import DOMAINS, Domain, ctr_record, seqrec_record
-from goracs.records import REQUIRED_FIELDS, TASKS, load_records
+from goracs.records import REQUIRED_FIELDS, TASKS, load_records, top_user_share
 
 DATASETS = ("ml-1m", "ml-100k", "ml-latest-small", "amazon", "book-crossing")
 SPLITS = ("train", "valid", "test")

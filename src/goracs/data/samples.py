@@ -23,7 +23,6 @@ DEFAULT_SPLIT = 5000
 MAX_SPLIT_FRACTION = 0.1
 MAX_HISTORY = 10
 SPLIT_KINDS = ("global-time", "user-time")
-TOP_USERS = 5
 # Stream numbers under ``seed`` for each seeded draw: the training subset uses
 # ``default_rng(seed)``, the negatives ``default_rng([seed, 1])``, and the user-time
 # validation and test subsets the two streams below.
@@ -186,19 +185,6 @@ def subsample_held_out(candidates: np.ndarray, size: int | None, seed: int, stre
                           "(user-time keeps one per user)")
     rng = np.random.default_rng([seed, stream])
     return np.sort(candidates[rng.choice(n, size=size, replace=False)])
-
-
-def top_user_share(users: np.ndarray | list, k: int = TOP_USERS) -> float:
-    """Share of the samples held by the ``k`` users with the most samples.
-
-    ``users`` lists each sample's user (codes or ids). Returns a fraction in [0, 1]; 0.0
-    for no samples.
-    """
-    arr = np.asarray(users)
-    if arr.shape[0] == 0:
-        return 0.0
-    _, counts = np.unique(arr, return_counts=True)
-    return float(np.sort(counts)[::-1][:k].sum() / arr.shape[0])
 
 
 def user_item_sets(table: Interactions) -> tuple[np.ndarray, np.ndarray]:

@@ -34,6 +34,7 @@ from goracs.select.io import (
     read_embeddings,
     read_prepared,
     selection_files,
+    validation_users,
     write_selection,
 )
 
@@ -107,8 +108,8 @@ def select(run: Run, params: Mapping[str, Any], data: SelectionData,
            records: list[dict[str, Any]], method: str | None = None,
            embedding: str = "default") -> float:
     """Select the run's coreset; writes ``coreset.json`` then ``selection.json`` (the same
-    manifest as ``goracs select --data``, plus the coreset's ``diagnostics``, see
-    :func:`goracs.select.diagnostics.selection_diagnostics`). Raises :class:`Skipped` when an
+    manifest as ``goracs select --data``, ``valid_users`` included, plus the coreset's
+    ``diagnostics``, see :func:`goracs.select.diagnostics.selection_diagnostics`). Raises :class:`Skipped` when an
     input is missing. ``data`` holds the features' default embeddings; ``method`` is the
     registered method a variant row runs (default: the run's own name); ``embedding="llm"``
     selects on the scoring LLM's embeddings instead (the diagnostics stay on the default
@@ -140,6 +141,10 @@ def select(run: Run, params: Mapping[str, Any], data: SelectionData,
         scores={k: str(p) for k, p in scores.items() if k in data.scores},
         data=str(run.data_dir), task=run.task, coreset=CORESET_FILE,
         diagnostics=selection_diagnostics(manifest["indices"], default))
+    if "valid_emb" in selector.requires and data.valid_emb is not None:
+        valid_users = validation_users(run.data_dir, data.valid_emb.shape[0])
+        if valid_users is not None:
+            manifest["valid_users"] = valid_users
     # all or nothing: written beside the folder, the manifest last, and swapped in
     write_selection(OutputPlace(run.select_dir, "select", flag="").check(), manifest, records)
     return time.perf_counter() - t0

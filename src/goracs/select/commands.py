@@ -29,9 +29,11 @@ from goracs.select.io import (
     SELECTION_FILE,
     check_features,
     check_pool,
+    concentration_note,
     folder_task,
     load_selection_data,
     selection_files,
+    validation_users,
     write_selection,
 )
 
@@ -213,6 +215,13 @@ def cmd_select(args: argparse.Namespace) -> int:
         check_pool(records, data.n_train, data_dir, "; rerun `goracs features`")
         extra.update(data=str(data_dir), task=task, coreset=CORESET_FILE,
                      train_digest=path_fingerprint(data_dir / "train.json"))
+        if "valid_emb" in selector.requires and data.valid_emb is not None:
+            valid_users = validation_users(data_dir, data.valid_emb.shape[0])
+            if valid_users is not None:
+                extra["valid_users"] = valid_users
+            note = concentration_note(valid_users)
+            if note is not None:
+                print(note, file=sys.stderr)
     try:
         selector.fit(data)
     except (TypeError, ValueError) as exc:  # a method parameter its algorithm cannot use

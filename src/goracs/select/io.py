@@ -32,7 +32,7 @@ from goracs.errors import GoracsError
 from goracs.io import atomic_write_json, load_array, read_json
 from goracs.outputs import OutputPlace
 from goracs.prepared import FEATURES_DIR, SELECTION_ARRAYS, features_match, folder_inputs
-from goracs.records import check_task, read_task
+from goracs.records import TOP_USERS, check_task, load_records, read_task, top_user_share
 from goracs.select.base import SelectionData
 
 #: The manifest of a selection.
@@ -74,6 +74,40 @@ def folder_task(data_dir: str | os.PathLike, given: str | None = None) -> str:
         if named is not None and named != task:
             raise GoracsError(f"--task {task}: {data_dir}/meta.json names the {named} task")
     return task
+
+
+#: A validation set whose five heaviest users hold at least this share is worth a note: GORACS
+#: matches the coreset to the validation set, so to those few people.
+CONCENTRATED = 0.2
+
+
+def validation_users(data_dir: str | os.PathLike, n_valid: int) -> dict[str, Any] | None:
+    """Who the selection's validation set comes from, from the folder's ``valid.json``: its
+    samples, users and the share the five heaviest users hold (``top5_share``). None when
+    the records name no user or are not the ``n_valid`` samples the embeddings hold."""
+    path = Path(data_dir) / "valid.json"
+    if not path.is_file():
+        return None
+    users = [r.get("user") for r in load_records(path)]
+    if len(users) != n_valid or any(u is None for u in users):
+        return None
+    users = [str(u) for u in users]
+    return {"samples": len(users), "users": len(set(users)),
+            f"top{TOP_USERS}_share": round(top_user_share(users), 6)}
+
+
+def concentration_note(valid_users: Mapping[str, Any] | None) -> str | None:
+    """One line for a validation set held by a few people (:data:`CONCENTRATED`, some user
+    giving several samples), else None."""
+    if valid_users is None:
+        return None
+    share = valid_users[f"top{TOP_USERS}_share"]
+    if share < CONCENTRATED or valid_users["users"] == valid_users["samples"]:
+        return None
+    return (f"note: the validation set's {valid_users['samples']:,} samples come from "
+            f"{valid_users['users']:,} users, the {TOP_USERS} heaviest holding {share:.0%}; "
+            "the coreset is matched to them (`goracs prepare --split user-time` gives one "
+            "validation sample per user)")
 
 
 def check_features(data_dir: str | os.PathLike, task: str,
