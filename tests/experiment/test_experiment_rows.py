@@ -109,3 +109,13 @@ def test_selections_without_diagnostics_get_them_computed(tmp_path: Path):
         assert r.stats == pytest.approx(want)
     # the zero-shot row selects nothing and gets no figures
     assert not next(r for r in rows if r.method == "zero-shot").stats
+
+
+def test_the_data_line_says_who_the_samples_come_from(tmp_path: Path):
+    cfg, groups, _ = _experiment(tmp_path / "exp")
+    meta_path = groups[0].data_dir / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["counts"]["splits"]["valid"].update(users=3, top5_share=1.0)
+    meta_path.write_text(json.dumps(meta))
+    md = render_reports(cfg, tmp_path / "out", load_records(cfg, groups, {}), "unit")
+    assert "Training pool 40 samples, validation 10 from 3 users (top 5: 100.0%), test" in md

@@ -109,11 +109,11 @@ def select(run: Run, params: Mapping[str, Any], data: SelectionData,
            embedding: str = "default") -> float:
     """Select the run's coreset; writes ``coreset.json`` then ``selection.json`` (the same
     manifest as ``goracs select --data``, ``valid_users`` included, plus the coreset's
-    ``diagnostics``, see :func:`goracs.select.diagnostics.selection_diagnostics`). Raises :class:`Skipped` when an
-    input is missing. ``data`` holds the features' default embeddings; ``method`` is the
-    registered method a variant row runs (default: the run's own name); ``embedding="llm"``
-    selects on the scoring LLM's embeddings instead (the diagnostics stay on the default
-    ones, so that every method is measured alike)."""
+    ``diagnostics``, see :func:`goracs.select.diagnostics.selection_diagnostics`). Raises
+    :class:`Skipped` when an input is missing. ``data`` holds the features' default
+    embeddings; ``method`` is the registered method a variant row runs (default: the run's
+    own name); ``embedding="llm"`` selects on the scoring LLM's embeddings instead (the
+    diagnostics stay on the default ones, so that every method is measured alike)."""
     assert run.select_dir is not None and run.budget is not None
     cls = get_selector(method or run.method)
     default = data

@@ -171,10 +171,15 @@ def _data_line(g: GroupRecords) -> str:
         return "Data not prepared yet."
     sp = g.splits
 
-    def n(split: str) -> str:
-        return f"{sp.get(split, {}).get('samples', 0):,}"
+    def n(split: str, unit: str = "") -> str:
+        c = sp.get(split, {})
+        text = f"{c.get('samples', 0):,}{unit}"
+        if isinstance(c.get("users"), int) and isinstance(c.get("top5_share"), (int, float)):
+            # who the samples come from: power, and what the selection is matched to
+            text += f" from {c['users']:,} users (top 5: {c['top5_share']:.1%})"
+        return text
 
-    return (f"Training pool {n('train')} samples, validation {n('valid')}, test {n('test')} "
+    return (f"Training pool {n('train', ' samples')}, validation {n('valid')}, test {n('test')} "
             f"(`{g.data_dir.name}`).")
 
 
