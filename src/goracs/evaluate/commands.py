@@ -6,6 +6,7 @@ import argparse
 import os
 
 from goracs.checks import arg_int, arg_seed
+from goracs.errors import GoracsError
 from goracs.outputs import OutputPlace
 from goracs.records import check_task, read_task
 from goracs.threads import add_threads_option, apply_threads
@@ -31,6 +32,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None,
                    help="base model: smollm2-135m-instruct (default), a folder or a hub id")
     p.add_argument("--adapter", help="peft adapter folder (from goracs finetune)")
+    p.add_argument("--rule", choices=["liked-share", "popularity"],
+                   help="score a model-free reference instead of a model, on the records a "
+                   "model evaluation with the same --max-test and --seed scores: CTR "
+                   "liked-share (P(Yes) from the share of the history the user liked), "
+                   "SeqRec popularity (candidates by their count in the training pool)")
     p.add_argument("--max-test", type=arg_int(1),
                    help="score a seeded random subset of N test records")
     p.add_argument("--seed", type=arg_seed(), default=0, help="seed of the --max-test subset")
@@ -60,6 +66,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.rule is not None:
+        return _evaluate_rule(args)
     from goracs.evaluate.run import EvalSettings, evaluate
 
     # the output folder before any work: an evaluation is never thrown away at the end
@@ -74,17 +82,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     doc = evaluate(args.data, task, args.out, settings, model=args.model, adapter=args.adapter,
                    device=args.device, progress=not args.quiet,
                    share_prefix=not args.no_shared_prefix)
-    m = doc["metrics"]
-    if task == "ctr":
-        summary = (f"AUC {m['AUC']:.4f}, log-loss {m['log_loss']:.4f}, "
-                   f"accuracy {m['accuracy']:.4f}")
-    else:
-        parts = []
-        for proto in ("sampled", "full"):
-            if m.get(proto):
-                parts.append(f"{proto}: NDCG@10 {m[proto]['NDCG@10']:.4f}, "
-                             f"HR@10 {m[proto]['HR@10']:.4f}")
-        summary = "; ".join(parts)
     print(f"wrote {args.out}/metrics.json ({doc['data']['scored']} test samples, "
-          f"{doc['seconds']['total']:.1f} s): {summary}")
+          f"{doc['seconds']['total']:.1f} s): {_summary(task, doc['metrics'])}")
     return 0
+
+
+def _evaluate_rule(args: argparse.Namespace) -> int:
+    from goracs.evaluate.rule_run import evaluate_rule
+
+    for flag in ("model", "adapter"):
+        if getattr(args, flag) is not None:
+            raise GoracsError(f"--rule scores no model; drop --{flag}")
+    task = check_task(args.task, "--task") if args.task else read_task(args.data)
+    doc = evaluate_rule(args.data, task, args.out, args.rule, args.max_test, args.seed)
+    print(f"wrote {args.out}/metrics.json ({doc['data']['scored']} test samples, "
+          f"{args.rule} rule): {_summary(task, doc['metrics'])}")
+    return 0
+
+
+def _summary(task: str, m: dict) -> str:
+    """The headline metrics of a metrics.json's ``metrics``."""
+    if task == "ctr":
+        return (f"AUC {m['AUC']:.4f}, log-loss {m['log_loss']:.4f}, "
+                f"accuracy {m['accuracy']:.4f}")
+    return "; ".join(f"{proto}: NDCG@10 {m[proto]['NDCG@10']:.4f}, "
+                     f"HR@10 {m[proto]['HR@10']:.4f}"
+                     for proto in ("sampled", "full") if m.get(proto))

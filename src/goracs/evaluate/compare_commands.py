@@ -130,7 +130,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=1))
         return 0
     pct = f"{args.level:.0%}"
-    print(f"{cand} ({first.runs_b} runs) against {base} ({first.runs_a} runs), {task}: "
+    def runs(k: int) -> str:
+        return f"{k} run{'s' if k != 1 else ''}"
+
+    print(f"{cand} ({runs(first.runs_b)}) against {base} ({runs(first.runs_a)}), {task}: "
           f"{first.samples:,} test samples from {first.users:,} users; {pct} intervals from "
           f"{args.replicates:,} bootstrap replicates over users")
     width = max(len("metric"), *(len(m) for m in comps))

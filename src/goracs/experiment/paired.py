@@ -21,7 +21,7 @@ from goracs.evaluate.bootstrap import metric_kind, metric_value
 from goracs.evaluate.verdict import Comparison, compare, verdict_sentence
 from goracs.experiment.config import ExperimentConfig
 from goracs.experiment.plan import Group, Run
-from goracs.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
+from goracs.io import atomic_write_json, atomic_write_text, read_jsonl
 
 RANDOM = "random"
 #: The model-free rule of each task, as its row is named in the tables.
@@ -42,21 +42,17 @@ def _predictions(path: Path) -> list[dict[str, Any]]:
 
 def reference_predictions(g: Group, indices: Sequence[int]) -> list[dict[str, Any]]:
     """The task's model-free rule on the group's test records at ``indices``."""
-    from goracs.evaluate.references import liked_share_predictions, popularity_predictions
+    from goracs.evaluate.rule_run import rule_predictions
     from goracs.records import load_records
 
-    test = load_records(g.data_dir / "test.json")
-    if g.task == "ctr":
-        return liked_share_predictions(test, indices)
-    catalogue = read_json(g.data_dir / "items.json", "the SeqRec catalogue")
-    return popularity_predictions(load_records(g.data_dir / "train.json"), test, catalogue,
-                                  indices)
+    return rule_predictions(g.data_dir, g.task, load_records(g.data_dir / "test.json"),
+                            indices)
 
 
 def write_reference(g: Group, indices: Sequence[int], out: Path) -> list[dict[str, Any]]:
     """Score the rule on ``indices`` and write its ``predictions.jsonl`` and ``metrics.json``
     under ``out`` (reused while the indices are the same)."""
-    from goracs.evaluate.metrics import ctr_metrics, ranking_metrics
+    from goracs.evaluate.rule_run import rule_metrics
 
     pred_path = out / PREDICTIONS
     want = [int(i) for i in indices]
@@ -65,18 +61,12 @@ def write_reference(g: Group, indices: Sequence[int], out: Path) -> list[dict[st
         if [int(r["index"]) for r in rows] == want:
             return rows
     rows = reference_predictions(g, want)
-    if g.task == "ctr":
-        metrics: dict[str, Any] = ctr_metrics([r["label"] for r in rows],
-                                              [r["p_yes"] for r in rows])
-    else:
-        metrics = {p: ranking_metrics([r[f"rank_{p}"] for r in rows])
-                   for p in ("sampled", "full")}
     atomic_write_text(pred_path, "".join(json.dumps(r, ensure_ascii=False) + "\n"
                                          for r in rows))
     atomic_write_json(out / "metrics.json", {"task": g.task, "rule": REFERENCE[g.task],
                                              "data": {"dir": str(g.data_dir),
                                                       "scored": len(rows)},
-                                             "metrics": metrics})
+                                             "metrics": rule_metrics(g.task, rows)})
     return rows
 
 
