@@ -6,35 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
+from popularity_folder import write_popularity_folder
 
 from goracs.cache import texts_digest
 from goracs.cli import main
 from goracs.evaluate.run import sample_test_indices
-from goracs.prompts import DOMAINS, ctr_record, seqrec_record
+from goracs.prompts import DOMAINS, ctr_record
 from goracs.records import render_prompt
 
 MOVIES = DOMAINS["movies"]
-
-
-def _seqrec_folder(d: Path) -> Path:
-    # counts in train.json: A 3, B 2, C 1, D 0 (E is not in the catalogue)
-    d.mkdir()
-    train = [seqrec_record(MOVIES, ["A (1)", "B (2)"], "A (1)", "u1", 1),
-             seqrec_record(MOVIES, ["A (1)"], "B (2)", "u2", 2),
-             seqrec_record(MOVIES, [], "C (3)", "u3", 3)]
-    test = []
-    for k, (target, negs) in enumerate([("A (1)", ["B (2)", "C (3)"]),   # rank 0
-                                        ("C (3)", ["A (1)", "D (4)"]),   # rank 1
-                                        ("D (4)", ["C (3)", "B (2)"]),   # rank 2
-                                        ("E (5)", ["D (4)", "A (1)"])]):  # tie with D: rank 2
-        rec = seqrec_record(MOVIES, ["A (1)"], target, f"t{k}", 10 + k)
-        rec["negatives"] = negs
-        test.append(rec)
-    for name, recs in (("train", train), ("valid", train), ("test", test)):
-        (d / f"{name}.json").write_text(json.dumps(recs))
-    (d / "items.json").write_text(json.dumps(["A (1)", "B (2)", "C (3)", "D (4)"]))
-    (d / "meta.json").write_text(json.dumps({"task": "seqrec", "dataset": "test"}))
-    return d
 
 
 def _ctr_folder(d: Path, n: int = 40) -> Path:
@@ -51,7 +31,7 @@ def _ctr_folder(d: Path, n: int = 40) -> Path:
 
 
 def test_popularity_ranks_and_the_evaluation_format(tmp_path, capsys):
-    d = _seqrec_folder(tmp_path / "data")
+    d = write_popularity_folder(tmp_path / "data")
     out = tmp_path / "pop"
     assert main(["evaluate", "--data", str(d), "--rule", "popularity", "--out", str(out)]) == 0
     assert "popularity rule" in capsys.readouterr().out

@@ -4,31 +4,12 @@ import json
 from pathlib import Path
 
 import pytest
-
-from goracs.prompts import DOMAINS, seqrec_record
-
-MOVIES = DOMAINS["movies"]
-
+from popularity_folder import write_popularity_folder
 
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    # counts in train.json: A 3, B 2, C 1, D 0 (E is not in the catalogue)
-    train = [seqrec_record(MOVIES, ["A (1)", "B (2)"], "A (1)", "u1", 1),
-             seqrec_record(MOVIES, ["A (1)"], "B (2)", "u2", 2),
-             seqrec_record(MOVIES, [], "C (3)", "u3", 3)]
-    test = []
-    for k, (target, negs) in enumerate([("A (1)", ["B (2)", "C (3)"]),   # rank 0
-                                        ("C (3)", ["A (1)", "D (4)"]),   # rank 1
-                                        ("D (4)", ["C (3)", "B (2)"]),   # rank 2
-                                        ("E (5)", ["D (4)", "A (1)"])]):  # tie with D: rank 2
-        rec = seqrec_record(MOVIES, ["A (1)"], target, f"t{k}", 10 + k)
-        rec["negatives"] = negs
-        test.append(rec)
-    for name, recs in (("train", train), ("test", test)):
-        (tmp_path / f"{name}.json").write_text(json.dumps(recs))
-    (tmp_path / "items.json").write_text(json.dumps(["A (1)", "B (2)", "C (3)", "D (4)"]))
-    return tmp_path
+    return write_popularity_folder(tmp_path)
 
 
 def test_counts_ranks_and_outputs(folder: Path, tmp_path: Path, capsys, load_script):
