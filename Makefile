@@ -25,10 +25,14 @@ RUN_DIR ?= runs/ml1m-seqrec
 RUN_POOL ?= 1000
 RUN_VALID ?= 2000
 RUN_BUDGET ?= 128
+# Split per user: every validation sample from a different person, so that the coreset is
+# matched to 2,000 people rather than to the few heavy raters of the last weeks.
+RUN_SPLIT ?= user-time
 
 run: setup
-	test -f $(RUN_DIR)/meta.json || $(BIN)/goracs prepare --dataset ml-1m --task seqrec \
-		--max-train $(RUN_POOL) --valid-size $(RUN_VALID) --out $(RUN_DIR)
+	grep -qs '"split": "$(RUN_SPLIT)"' $(RUN_DIR)/meta.json || $(BIN)/goracs prepare \
+		--dataset ml-1m --task seqrec --split $(RUN_SPLIT) --max-train $(RUN_POOL) \
+		--valid-size $(RUN_VALID) --out $(RUN_DIR)
 	$(BIN)/goracs features $(RUN_DIR)
 	$(BIN)/goracs select --data $(RUN_DIR) --budget $(RUN_BUDGET) --out $(RUN_DIR)/goracs-$(RUN_BUDGET)
 
