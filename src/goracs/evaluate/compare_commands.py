@@ -130,6 +130,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=1))
         return 0
     pct = f"{args.level:.0%}"
+
     def runs(k: int) -> str:
         return f"{k} run{'s' if k != 1 else ''}"
 
