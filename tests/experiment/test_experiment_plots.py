@@ -90,3 +90,4 @@ def test_a_far_row_does_not_set_the_scale():
     assert _axis_limit([0.1, 0.12, 0.05, 6.5]) == 0.12  # +6.5 is drawn at the edge, labelled
     assert _axis_limit([0.1, 0.3]) == 0.3
     assert _axis_limit([]) == 1.0
+    assert _axis_limit([0.0, 0.0]) == 1.0  # every interval a point: the panel keeps a width

@@ -56,9 +56,8 @@ def format_difference(d: Difference) -> str:
 
 def verdict_sentence(name: str, baseline: str, metric: str, c: Comparison) -> str:
     """One sentence: does ``name`` beat ``baseline`` on ``metric`` at the interval's level?"""
-    higher = not lower_is_better(metric)
-    v = c.users.verdict(higher)
-    seeds = c.seeds.verdict(higher)
+    v = c.verdict(metric)
+    seeds = c.seeds.verdict(not lower_is_better(metric))
     tail = ""
     if seeds != v:
         tail = (f"; with the seeds redrawn too, [{c.seeds.lo:+.4f}, {c.seeds.hi:+.4f}]: "

@@ -133,12 +133,17 @@ def _metrics_of(task: str, metrics: Sequence[str], rows: list[dict[str, Any]]
     return {m: metric_value(task, m, rows) for m in metrics}
 
 
+def row_label(method: str, budget: int | None) -> str:
+    """How a compared row is named in the sentences and the plots."""
+    return method if budget is None else f"{method} (b={budget})"
+
+
 def comparisons_summary(comps: Mapping[tuple[str, str, str, int | None], dict[str, Comparison]]
                         ) -> list[str]:
     """The Markdown bullets of the paired comparisons, one sentence each."""
     lines = []
     for (dataset, task, method, budget), per_metric in comps.items():
-        label = method if budget is None else f"{method} (b={budget})"
         for metric, c in per_metric.items():
-            lines.append(f"- {dataset} {task}: {verdict_sentence(label, RANDOM, metric, c)}")
+            lines.append(f"- {dataset} {task}: "
+                         f"{verdict_sentence(row_label(method, budget), RANDOM, metric, c)}")
     return lines

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from goracs.experiment.config import FULL_DATA, ZERO_SHOT, ExperimentConfig
+from goracs.experiment.paired import row_label
 from goracs.experiment.rows import GroupRecords, Records
 from goracs.experiment.table_rows import TableRow
 
@@ -219,11 +220,13 @@ def plot_projection(cfg: ExperimentConfig, g: GroupRecords, path: Path) -> bool:
 
 def _axis_limit(extents: Sequence[float]) -> float:
     """Half-width of a panel centred on zero: the widest row's reach, unless a row reaches
-    more than five times the median row, which is then drawn to the edge and labelled."""
+    more than five times the median row, which is then drawn to the edge and labelled; 1.0
+    when no row reaches past zero, so the panel never collapses to a point."""
     ext = sorted(e for e in extents if math.isfinite(e)) or [1.0]
     cap = 5.0 * max(ext[len(ext) // 2], 1e-12)
     inside = [e for e in ext if e <= cap]
-    return max(inside) if inside else cap
+    lim = max(inside) if inside else cap
+    return lim if lim > 0 else 1.0
 
 
 def plot_vs_random(cfg: ExperimentConfig, g: GroupRecords,
@@ -235,7 +238,7 @@ def plot_vs_random(cfg: ExperimentConfig, g: GroupRecords,
     random, red where it loses, grey where it ties. Returns False without comparisons."""
     from goracs.evaluate.verdict import lower_is_better
 
-    rows = [(method if budget is None else f"{method} (b={budget})", per_metric)
+    rows = [(row_label(method, budget), per_metric)
             for (dataset, task, method, budget), per_metric in comps.items()
             if dataset == g.dataset and task == g.task]
     metrics = [m for m in cfg.tasks[g.task].metrics if any(m in pm for _, pm in rows)]

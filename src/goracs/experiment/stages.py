@@ -140,10 +140,9 @@ def select(run: Run, params: Mapping[str, Any], data: SelectionData,
         inputs={k: str(p) for k, p in arrays.items()},
         scores={k: str(p) for k, p in scores.items() if k in data.scores},
         data=str(run.data_dir), task=run.task, coreset=CORESET_FILE)
-    if "valid_emb" in selector.requires and data.valid_emb is not None:
-        valid_users = validation_users(run.data_dir, data.valid_emb.shape[0])
-        if valid_users is not None:
-            manifest["valid_users"] = valid_users
+    valid_users = validation_users(run.data_dir, selector.requires, data)
+    if valid_users is not None:
+        manifest["valid_users"] = valid_users
     manifest["diagnostics"] = selection_diagnostics(manifest["indices"], default)
     # all or nothing: written beside the folder, the manifest last, and swapped in
     write_selection(OutputPlace(run.select_dir, "select", flag="").check(), manifest, records)

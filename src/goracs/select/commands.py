@@ -215,13 +215,12 @@ def cmd_select(args: argparse.Namespace) -> int:
         check_pool(records, data.n_train, data_dir, "; rerun `goracs features`")
         extra.update(data=str(data_dir), task=task, coreset=CORESET_FILE,
                      train_digest=path_fingerprint(data_dir / "train.json"))
-        if "valid_emb" in selector.requires and data.valid_emb is not None:
-            valid_users = validation_users(data_dir, data.valid_emb.shape[0])
-            if valid_users is not None:
-                extra["valid_users"] = valid_users
-            note = concentration_note(valid_users)
-            if note is not None:
-                print(note, file=sys.stderr)
+        valid_users = validation_users(data_dir, selector.requires, data)
+        if valid_users is not None:
+            extra["valid_users"] = valid_users
+        note = concentration_note(valid_users)
+        if note is not None:
+            print(note, file=sys.stderr)
     try:
         selector.fit(data)
     except (TypeError, ValueError) as exc:  # a method parameter its algorithm cannot use

@@ -196,6 +196,14 @@ class CostBlocks:
         for start, blk in self.blocks():
             yield start, fn(start, blk, *args)
 
+    def gather(self, fn: Callable[..., np.ndarray], *args: Any) -> np.ndarray:
+        """One pass of :meth:`map` whose ``fn`` gives one value per row of its block: the
+        values of every row of the pool, as one float64 vector of length N."""
+        out = np.empty(self.shape[0])
+        for start, part in self.map(fn, *args):
+            out[start:start + part.shape[0]] = part
+        return out
+
 
 def _extremes_of(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each row's largest and smallest distance."""

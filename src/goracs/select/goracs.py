@@ -449,9 +449,7 @@ class GORACSIndividual(GORACS):
                 blocks = _cost_blocks(data.train_emb, data.valid_emb, data.grad_norms,
                                       self.lam, pool)
             with self._stage("score"):
-                sums = np.empty(blocks.shape[0])
-                for start, part in blocks.map(_block_row_sums):
-                    sums[start:start + part.shape[0]] = part
+                sums = blocks.gather(_block_row_sums)
             pick = _lowest(sums, n)
             with self._stage("exact_ot"):
                 store = RowStore(blocks, n)

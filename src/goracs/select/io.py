@@ -81,13 +81,16 @@ def folder_task(data_dir: str | os.PathLike, given: str | None = None) -> str:
 CONCENTRATED = 0.2
 
 
-def validation_users(data_dir: str | os.PathLike, n_valid: int) -> dict[str, Any] | None:
+def validation_users(data_dir: str | os.PathLike, requires: Sequence[str],
+                     data: SelectionData) -> dict[str, Any] | None:
     """Who the selection's validation set comes from, from the folder's ``valid.json``: its
-    samples, users and the share the five heaviest users hold (``top5_share``). None when
-    the records name no user or are not the ``n_valid`` samples the embeddings hold."""
+    samples, users and the share the five heaviest users hold (``top5_share``). None for a
+    method that does not look at the validation set (``requires``, its selector's), or when
+    the records name no user or are not the samples ``data``'s validation embeddings hold."""
     path = Path(data_dir) / "valid.json"
-    if not path.is_file():
+    if "valid_emb" not in requires or data.valid_emb is None or not path.is_file():
         return None
+    n_valid = data.valid_emb.shape[0]
     users = [r.get("user") for r in load_records(path)]
     if len(users) != n_valid or any(u is None for u in users):
         return None

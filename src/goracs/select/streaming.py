@@ -184,15 +184,11 @@ def greedy_select_streaming(blocks: CostBlocks, store: RowStore, n: int, stop: s
         raise ValueError(f"saturation must be one of {SATURATION_RULES}, got {saturation!r}")
     n_rows, nv = blocks.shape
     fill = saturation == "capacity"
-    sums = np.empty(n_rows)
-    for start, part in blocks.map(_block_row_sums):
-        sums[start:start + part.shape[0]] = part
+    sums = blocks.gather(_block_row_sums)
     first = int(np.argmin(sums))
     del sums
     best = store.array[store.slots([first])[0]].astype(np.float64)
-    gains = np.empty(n_rows)
-    for start, part in blocks.map(_block_gains, best):
-        gains[start:start + part.shape[0]] = part
+    gains = blocks.gather(_block_gains, best)
     stop_assigned = stop == "assigned"
     max_picks = n_rows if stop_assigned else n
     owner = np.zeros(nv, dtype=np.int64)
@@ -252,9 +248,7 @@ def _capacity_fill_streaming(blocks: CostBlocks, store: RowStore, start: np.ndar
     pt = PartialTransport(store.array, n)
     for row in store.slots(start, pin=True).tolist():
         pt.add(row)
-    phi = np.empty(n_rows)
-    for s, part in blocks.map(_block_fill_costs, pt.v, pt.p, pt.q, pt.m):
-        phi[s:s + part.shape[0]] = part
+    phi = blocks.gather(_block_fill_costs, pt.v, pt.p, pt.q, pt.m)
     phi[start] = np.inf
     stamp = np.full(n_rows, pt.size, dtype=np.int64)
     heap = [(f, e) for e, f in enumerate(phi.tolist()) if not math.isinf(f)]
@@ -326,10 +320,7 @@ def impact_function(blocks: CostBlocks, store: RowStore
         b1, b2, a1 = _two_smallest(store.array, store.slots(idx),
                                    np.asarray(duals, dtype=np.float64))
         r_small = math.ceil(nv / n_sel)
-        out = np.empty(blocks.shape[0])
-        for s, part in blocks.map(_block_impacts, idx, b1, b2, a1, r_small, float(n_sel)):
-            out[s:s + part.shape[0]] = part
-        return out
+        return blocks.gather(_block_impacts, idx, b1, b2, a1, r_small, float(n_sel))
 
     return impacts
 
