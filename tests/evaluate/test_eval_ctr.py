@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from goracs.evaluate import ctr
+from goracs.evaluate.chunks import SECONDS_FILE
 from goracs.evaluate.context import EvalContext
 from goracs.evaluate.metrics import ctr_metrics
 from goracs.evaluate.settings import EvalSettings
+from goracs.io import read_json
 from goracs.records import ctr_labels, render_prompt
 
 pytest.importorskip("torch")
@@ -74,3 +76,7 @@ def test_a_rerun_reuses_the_finished_chunks(tiny_llama, char_tokenizer, tmp_path
     again = ctr.score_ctr(_ctx(tiny_llama, char_tokenizer, tmp_path, share_prefix=True),
                           labels)
     assert again.lines == first.lines and again.doc == first.doc
+    # the resumed pass reports the seconds the first one spent on the chunks it read back
+    spent = round(sum(read_json(tmp_path / "work" / "p_yes" / SECONDS_FILE).values()), 3)
+    assert again.seconds.get("score_resumed", 0.0) == spent
+    assert again.seconds["score"] >= spent

@@ -54,3 +54,16 @@ class Scored:
     doc: dict[str, Any] = field(default_factory=dict)
     lines: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+RESUMED = "_resumed"
+
+
+def pass_seconds(name: str, wall: float, resumed: float) -> dict[str, float]:
+    """The ``seconds`` entries of a resumable pass: ``name`` is this attempt's wall time plus
+    the ``resumed`` seconds earlier attempts spent on the chunks it read back, and
+    ``name_resumed``, present when an earlier attempt did part of the pass, is that part."""
+    out = {name: round(wall + resumed, 3)}
+    if resumed > 0:
+        out[name + RESUMED] = round(resumed, 3)
+    return out

@@ -16,7 +16,7 @@ import numpy as np
 from goracs.errors import GoracsError
 from goracs.evaluate import metrics as M
 from goracs.evaluate.chunks import chunked
-from goracs.evaluate.context import EvalContext, Scored
+from goracs.evaluate.context import EvalContext, Scored, pass_seconds
 from goracs.evaluate.prefix import CACHE_ERRORS, SharedPrefix, note_plain, prompts_prefix
 from goracs.lm import decoder_and_head, head_logits, torch_dtype
 from goracs.records import render_prompt
@@ -177,10 +177,11 @@ def score_ctr(ctx: EvalContext, labels: np.ndarray) -> Scored:
 
     parts = chunked(len(ctx), bs * 8, ctx.work / "p_yes", score_chunk, kind="npy",
                     desc="score ctr", progress=ctx.progress)
-    p_sorted = np.concatenate(parts)
+    p_sorted = np.concatenate(parts.values)
     p = np.empty_like(p_sorted)
     p[np.asarray(ctx.order, dtype=np.int64)] = p_sorted
-    scored = Scored(seconds={"score": round(time.perf_counter() - t1, 3)})
+    scored = Scored(seconds=pass_seconds("score", time.perf_counter() - t1,
+                                         parts.resumed_seconds))
     scored.doc["metrics"] = M.ctr_metrics(labels, p)
     scored.doc["answer_tokens"] = {"Yes": yes_id, "No": no_id, "Yes_text": tok.decode([yes_id]),
                                    "No_text": tok.decode([no_id])}

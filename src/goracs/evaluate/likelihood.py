@@ -18,7 +18,7 @@ from goracs.errors import GoracsError
 from goracs.evaluate import metrics as M
 from goracs.evaluate.chunks import chunked
 from goracs.evaluate.constrain import answer_frame, answer_tokens
-from goracs.evaluate.context import EvalContext, Scored
+from goracs.evaluate.context import EvalContext, Scored, pass_seconds
 from goracs.evaluate.prefix import CACHE_ERRORS, SharedPrefix, note_plain, prompts_prefix
 from goracs.lm import decoder_and_head, torch_dtype
 
@@ -248,8 +248,9 @@ def rank_by_likelihood(ctx: EvalContext, targets: Sequence[str]) -> Scored:
 
     parts = chunked(len(test), 8, ctx.work / "likelihood", score_chunk, kind="npy",
                     desc="score candidates", progress=ctx.progress)
-    scored_rows = np.concatenate(parts)
-    scored = Scored(seconds={"score": round(time.perf_counter() - t1, 3)})
+    scored_rows = np.concatenate(parts.values)
+    scored = Scored(seconds=pass_seconds("score", time.perf_counter() - t1,
+                                         parts.resumed_seconds))
     rank_sampled = [int(r) for r in scored_rows[:, 1]]
     scored.doc["metrics"] = {"sampled": M.ranking_metrics(rank_sampled), "full": None}
     for j, i in enumerate(ctx.indices):

@@ -19,7 +19,7 @@ from goracs.cache import content_key, texts_digest
 from goracs.evaluate import metrics as M
 from goracs.evaluate.chunks import chunked
 from goracs.evaluate.constrain import TokenTrie, answer_frame, catalogue_trie
-from goracs.evaluate.context import EvalContext, Scored
+from goracs.evaluate.context import EvalContext, Scored, pass_seconds
 from goracs.evaluate.likelihood import rank_by_likelihood
 from goracs.io import atomic_save_npy
 from goracs.lm import decoder_and_head
@@ -119,7 +119,7 @@ def embed_texts(model: Any, tokenizer: Any, texts: Sequence[str], identity: Mapp
                     lambda s, e: np.concatenate([compute(a, min(e, a + batch_size))
                                                  for a in range(s, e, batch_size)]),
                     kind="npy", desc=desc, progress=progress)
-    sorted_states = np.concatenate(parts)
+    sorted_states = np.concatenate(parts.values)
     states = np.empty_like(sorted_states)
     states[np.asarray(order, dtype=np.int64)] = sorted_states
     atomic_save_npy(final, states)
@@ -172,8 +172,8 @@ def _ground(ctx: EvalContext, catalogue: Sequence[str], targets: Sequence[str], 
               file=sys.stderr)
     trie = _answer_trie(ctx, catalogue) if ctx.settings.decoding == "catalogue" else None
     t1 = time.perf_counter()
-    raw, generated = _generate(ctx, trie)
-    scored.seconds["generate"] = round(time.perf_counter() - t1, 3)
+    raw, generated, resumed = _generate(ctx, trie)
+    scored.seconds.update(pass_seconds("generate", time.perf_counter() - t1, resumed))
     t2 = time.perf_counter()
     emb_all, title_pos = _embed_titles(ctx, catalogue, targets, embedding_cache)
     scored.seconds["embed_titles"] = round(time.perf_counter() - t2, 3)
@@ -212,9 +212,11 @@ def _answer_trie(ctx: EvalContext, catalogue: Sequence[str]) -> TokenTrie:
     return trie
 
 
-def _generate(ctx: EvalContext, trie: TokenTrie | None) -> tuple[list[str], list[str]]:
-    """Each record's generated text and the answer read from it, in file order; generation
-    runs in length order, in resumable chunks of 4 batches."""
+def _generate(ctx: EvalContext,
+              trie: TokenTrie | None) -> tuple[list[str], list[str], float]:
+    """Each record's generated text and the answer read from it, in file order, and the
+    seconds earlier attempts spent on the chunks read back; generation runs in length order,
+    in resumable chunks of 4 batches."""
     tok, s = ctx.tokenizer, ctx.settings
     bs = s.batch_size
 
@@ -231,7 +233,7 @@ def _generate(ctx: EvalContext, trie: TokenTrie | None) -> tuple[list[str], list
 
     parts = chunked(len(ctx), bs * 4, ctx.work / "generated", generate_chunk, kind="json",
                     desc="generate", progress=ctx.progress)
-    rows_sorted = [g for part in parts for g in part]
+    rows_sorted = [g for part in parts.values for g in part]
     raw = [""] * len(ctx)
     spelt: list[str | None] = [None] * len(ctx)
     for j, i in enumerate(ctx.order):
@@ -240,7 +242,7 @@ def _generate(ctx: EvalContext, trie: TokenTrie | None) -> tuple[list[str], list
     # clean_generation would strip); free text, or an answer cut short, is cleaned.
     generated = [t if t is not None else clean_generation(g)
                  for g, t in zip(raw, spelt, strict=True)]
-    return raw, generated
+    return raw, generated, parts.resumed_seconds
 
 
 def _embed(ctx: EvalContext, texts: Sequence[str], cache_dir: Path, desc: str) -> np.ndarray:
