@@ -132,6 +132,41 @@ def test_negatives_avoid_everything_the_user_touched():
     assert not np.array_equal(neg, sample_negatives(table, users, k=12, seed=8))
 
 
+def crowd_table() -> Interactions:
+    """Five hot items rated by 200 crowd users each, 44 cold items rated once each, and a probe
+    user who rated one cold item: the probe's candidates weigh 200 (hot) and 1 (cold)."""
+    rows = [(f"crowd{u}", f"hot{i}", 4.0, u) for u in range(200) for i in range(5)]
+    rows += [(f"lonely{i}", f"cold{i}", 4.0, i) for i in range(45)]
+    rows += [("probe", "cold0", 4.0, 1)]
+    u, t, r, s = zip(*rows, strict=True)
+    return Interactions.from_columns(u, t, r, s)
+
+
+@pytest.mark.parametrize("by, hot_share", [("uniform", 5 / 49), ("popularity", 1000 / 1044)])
+def test_negatives_are_drawn_uniformly_or_by_popularity(by, hot_share):
+    table = crowd_table()
+    probe = table.users.index("probe")
+    neg = sample_negatives(table, np.full(4000, probe), k=1, seed=0, by=by)[:, 0]
+    titles = [table.titles[c] for c in neg]
+    assert "cold0" not in titles  # the probe's own item is never a negative
+    share = np.mean([t.startswith("hot") for t in titles])
+    assert abs(share - hot_share) < 0.025  # 4,000 draws: the sd of the share is <= 0.008
+    again = sample_negatives(table, np.full(4000, probe), k=1, seed=0, by=by)[:, 0]
+    assert np.array_equal(neg, again)
+
+
+def test_popularity_negatives_are_distinct_and_recorded_in_meta():
+    table = catalogue_table()
+    neg = sample_negatives(table, np.array([0, 1, 2]), k=12, seed=7, by="popularity")
+    assert all(len(set(row.tolist())) == 12 for row in neg)
+    p = build_prepared(table, "seqrec", DOMAINS["movies"], negatives=5, seed=2,
+                       negative_sampling="popularity")
+    assert p.meta["sizes"]["negative_sampling"] == "popularity"
+    with pytest.raises(GoracsError, match="unknown negative sampling 'pop'"):
+        build_prepared(table, "seqrec", DOMAINS["movies"], negatives=5,
+                       negative_sampling="pop")
+
+
 def test_negatives_fail_clearly_when_too_few_items():
     table = catalogue_table()
     with pytest.raises(GoracsError, match="lower --negatives"):

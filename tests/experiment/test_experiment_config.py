@@ -224,6 +224,8 @@ def test_bad_variants_and_seeds_name_the_key(change, expect):
 
 @pytest.mark.parametrize("path, value, expect", [
     ("task.ctr.prepare.split", "random", r"^task\.ctr\.prepare\.split: must be one of"),
+    ("task.ctr.prepare.negative_sampling", "pop",
+     r"^task\.ctr\.prepare\.negative_sampling: must be one of"),
     ("task.ctr.features.grad_loss", "prompt", r"^task\.ctr\.features\.grad_loss: must be one"),
     ("task.ctr.features.embedding", "tfidf", r"^task\.ctr\.features\.embedding: must be one"),
     ("task.ctr.methods", ["kcenter"], r"^task\.ctr\.methods: 'kcenter' is not in"),

@@ -21,7 +21,7 @@ from goracs.data.prepare import (
     prepare_json,
     write_prepared,
 )
-from goracs.data.samples import SPLIT_KINDS
+from goracs.data.samples import NEGATIVE_SAMPLING, SPLIT_KINDS
 from goracs.errors import GoracsError
 from goracs.outputs import OutputPlace
 from goracs.prompts import parse_domain
@@ -73,6 +73,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "validation/test subsets")
     p.add_argument("--negatives", type=_positive_int, default=DEFAULT_NEGATIVES, metavar="K",
                    help=f"negatives per SeqRec test sample (default {DEFAULT_NEGATIVES})")
+    p.add_argument("--negative-sampling", choices=NEGATIVE_SAMPLING, default="uniform",
+                   help="how SeqRec test negatives are drawn among the items the user never "
+                        "interacted with: uniformly (default), or in proportion to each "
+                        "item's interactions, so that they are as popular as real picks")
     p.add_argument("--like-threshold", type=_finite_float, metavar="R",
                    help="CTR: a rating above R is a Yes (default 3; 5 for book-crossing)")
     p.add_argument("--train", metavar="FILE", help="--dataset json: training records")
@@ -165,7 +169,8 @@ def _prepare_source(args: argparse.Namespace) -> Prepared:
     return build_prepared(
         table, args.task, domain, dataset=args.dataset, valid_size=args.valid_size,
         test_size=args.test_size, max_train=args.max_train, seed=args.seed,
-        negatives=args.negatives, like_threshold=like,
+        negatives=args.negatives, negative_sampling=args.negative_sampling,
+        like_threshold=like,
         split=args.split if args.split is not None else DEFAULT_SPLIT_KIND)
 
 

@@ -22,6 +22,7 @@ from goracs.data.bookcrossing import read_book_crossing
 from goracs.data.movielens import read_latest_small, read_movielens
 from goracs.data.samples import (
     MAX_HISTORY,
+    NEGATIVE_SAMPLING,
     TEST_STREAM,
     VALID_STREAM,
     Windows,
@@ -107,6 +108,7 @@ def build_prepared(
     max_train: int | None = DEFAULT_MAX_TRAIN,
     seed: int = 0,
     negatives: int = DEFAULT_NEGATIVES,
+    negative_sampling: str = "uniform",
     like_threshold: float = 3.0,
     max_history: int = MAX_HISTORY,
     split: str = DEFAULT_SPLIT_KIND,
@@ -135,6 +137,8 @@ def build_prepared(
         ``default_rng([seed, 3])``).
     negatives : int
         Negatives per SeqRec test sample.
+    negative_sampling : {"uniform", "popularity"}
+        How they are drawn (:func:`goracs.data.samples.sample_negatives`).
     like_threshold : float
         CTR: a rating above it is a "Yes".
     max_history : int
@@ -147,6 +151,9 @@ def build_prepared(
     if task not in TASKS:
         raise GoracsError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     check_split(split)
+    if negative_sampling not in NEGATIVE_SAMPLING:
+        raise GoracsError(f"unknown negative sampling {negative_sampling!r}; known: "
+                          f"{', '.join(NEGATIVE_SAMPLING)}")
     win = build_windows(table, max_history)
     n = len(win)
     if n == 0:
@@ -158,7 +165,7 @@ def build_prepared(
     neg_codes = None
     if task == "seqrec":
         test_users = table.user_idx[target_rows[picks["test"]]]
-        neg_codes = sample_negatives(table, test_users, negatives, seed)
+        neg_codes = sample_negatives(table, test_users, negatives, seed, negative_sampling)
 
     titles = table.titles
     if not math.isfinite(like_threshold):
@@ -220,6 +227,7 @@ def build_prepared(
             "valid_size_given": valid_size, "test_size_given": test_size,
             "max_train": max_train, "max_history": max_history,
             "negatives": negatives if task == "seqrec" else None,
+            "negative_sampling": negative_sampling if task == "seqrec" else None,
             "like_threshold": like_threshold if task == "ctr" else None,
         },
         "time": ("file order (the source has no timestamps)" if table.time_is_file_order

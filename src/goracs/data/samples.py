@@ -23,6 +23,9 @@ DEFAULT_SPLIT = 5000
 MAX_SPLIT_FRACTION = 0.1
 MAX_HISTORY = 10
 SPLIT_KINDS = ("global-time", "user-time")
+#: How SeqRec test negatives are drawn among the items a user never interacted with:
+#: uniformly, or in proportion to each item's interactions in the whole data.
+NEGATIVE_SAMPLING = ("uniform", "popularity")
 # Stream numbers under ``seed`` for each seeded draw: the training subset uses
 # ``default_rng(seed)``, the negatives ``default_rng([seed, 1])``, and the user-time
 # validation and test subsets the two streams below.
@@ -198,12 +201,18 @@ def user_item_sets(table: Interactions) -> tuple[np.ndarray, np.ndarray]:
     return table.item_idx[order], starts
 
 
-def sample_negatives(table: Interactions, users: np.ndarray, k: int, seed: int) -> np.ndarray:
+def sample_negatives(table: Interactions, users: np.ndarray, k: int, seed: int,
+                     by: str = "uniform") -> np.ndarray:
     """``k`` distinct negative items for each entry of ``users``.
 
     A negative is an item the user never interacted with anywhere in the data (not in any
     split, and so never the target or a history item). Draws use
     ``numpy.random.default_rng([seed, 1])``, one call per sample in the given order.
+
+    ``by="uniform"`` draws every such item with the same chance. ``by="popularity"`` draws
+    them in proportion to their number of interactions in the whole table, so the negatives
+    are as popular as the items people actually pick; under uniform negatives a rule that
+    prefers popular items ranks the target high for that reason alone.
 
     Returns
     -------
@@ -212,6 +221,11 @@ def sample_negatives(table: Interactions, users: np.ndarray, k: int, seed: int) 
     """
     if k < 1:
         raise GoracsError(f"negatives must be at least 1, got {k}")
+    if by not in NEGATIVE_SAMPLING:
+        raise GoracsError(f"unknown negative sampling {by!r}; known: "
+                          f"{', '.join(NEGATIVE_SAMPLING)}")
+    weight = (np.bincount(table.item_idx, minlength=table.n_items).astype(np.float64)
+              if by == "popularity" else None)
     items, starts = user_item_sets(table)
     rng = np.random.default_rng([seed, 1])
     out = np.empty((len(users), k), dtype=np.int64)
@@ -225,5 +239,9 @@ def sample_negatives(table: Interactions, users: np.ndarray, k: int, seed: int) 
             raise GoracsError(f"user {table.users[u]!r} has only {cand.shape[0]} items never "
                               f"interacted with, fewer than the {k} negatives asked for "
                               "(lower --negatives)")
-        out[j] = rng.choice(cand, size=k, replace=False)
+        if weight is None:
+            out[j] = rng.choice(cand, size=k, replace=False)
+        else:
+            w = weight[cand]
+            out[j] = rng.choice(cand, size=k, replace=False, p=w / w.sum())
     return out

@@ -19,7 +19,7 @@ from typing import Any
 
 from goracs.checks import seed as check_seed
 from goracs.data.prepare import DATASETS, DEFAULT_MAX_TRAIN, DEFAULT_NEGATIVES, TASKS
-from goracs.data.samples import SPLIT_KINDS
+from goracs.data.samples import NEGATIVE_SAMPLING, SPLIT_KINDS
 from goracs.errors import GoracsError
 from goracs.evaluate.run import EvalSettings
 from goracs.experiment.metrics_catalogue import known_metrics
@@ -71,6 +71,9 @@ class PrepareSettings:
     test_size: int | None = None
     seed: int = 0
     negatives: int = DEFAULT_NEGATIVES
+    #: SeqRec test negatives drawn "uniform" or by "popularity" (in proportion to
+    #: interactions).
+    negative_sampling: str = "uniform"
     #: "global-time" (the last windows in time, as the paper splits) or "user-time" (each
     #: user's last window for test, the one before for validation).
     split: str = "global-time"
@@ -289,6 +292,9 @@ def _parse_task(task: str, doc: Mapping[str, Any], where: str, model: str, devic
     if prep.split not in SPLIT_KINDS:
         raise GoracsError(f"{where}.prepare.split: must be one of {', '.join(SPLIT_KINDS)}, "
                           f"got {prep.split!r}")
+    if prep.negative_sampling not in NEGATIVE_SAMPLING:
+        raise GoracsError(f"{where}.prepare.negative_sampling: must be one of "
+                          f"{', '.join(NEGATIVE_SAMPLING)}, got {prep.negative_sampling!r}")
     for k in ("max_train", "valid_size", "test_size", "negatives"):
         positive(getattr(prep, k), f"{where}.prepare.{k}", allow_none=k != "negatives")
     check_seed(prep.seed, f"{where}.prepare.seed")

@@ -76,7 +76,8 @@ def prepare_data(dataset: str, source: DataSource, tc: TaskConfig, out: Path,
     prepared = build_prepared(tables[dataset], tc.task, domain, dataset=dataset,
                               valid_size=p.valid_size, test_size=p.test_size,
                               max_train=p.max_train, seed=p.seed, negatives=p.negatives,
-                              like_threshold=like, split=p.split)
+                              negative_sampling=p.negative_sampling, like_threshold=like,
+                              split=p.split)
     write_prepared(prepared, out)
     seconds = time.perf_counter() - t0
     atomic_write_json(out / PREPARE_RECORD, {"dataset": dataset, "task": tc.task,
