@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from popularity_folder import write_popularity_folder
 
 from goracs.cli import main
 
@@ -109,3 +110,34 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case, message):
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
     assert captured.out == ""
+
+
+@pytest.mark.parametrize("change, message", [
+    ("negatives", "different SeqRec negatives"),
+    ("prompts", "different test prompts"),
+])
+def test_runs_on_another_test_folder_are_refused(tmp_path, capsys, change, message):
+    """Prediction rows carry only indices: evaluations of two folders whose test records
+    share the indices (another prepare seed or negative sampling) are told apart by the
+    digests their metrics.json record."""
+    a = write_popularity_folder(tmp_path / "a")
+    b = write_popularity_folder(tmp_path / "b")
+    test = json.loads((b / "test.json").read_text())
+    if change == "negatives":
+        test[0]["negatives"] = ["C (3)", "D (4)"]  # the same prompts, other negatives
+    else:
+        test[0]["input"] = test[0]["input"].replace("A (1)", "B (2)")
+    (b / "test.json").write_text(json.dumps(test))
+    runs = []
+    for d in (a, b):
+        out = tmp_path / f"rule-{d.name}"
+        assert main(["evaluate", "--data", str(d), "--rule", "popularity", "--out",
+                     str(out)]) == 0
+        runs.append(str(out))
+    capsys.readouterr()
+    assert main(["compare", "--baseline", runs[0], "--candidate", runs[0]]) == 0
+    capsys.readouterr()
+    assert main(["compare", "--baseline", runs[0], "--candidate", runs[1]]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+

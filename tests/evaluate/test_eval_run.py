@@ -30,14 +30,21 @@ def test_test_subset_is_seeded_sorted_and_complete_when_large():
     assert np.array_equal(sample_test_indices(5, 10, 0), np.arange(5))
 
 
-def test_the_run_key_covers_task_settings_prompts_model_adapter_and_device():
+def test_the_run_key_covers_task_settings_prompts_negatives_model_adapter_and_device():
     # the keys of earlier runs: their chunks stay resumable
-    assert run._run_key("ctr", EvalSettings(), ["a", "bb"],
+    assert run._run_key("ctr", EvalSettings(), ["a", "bb"], None,
                         {"model_files": "files:m", "adapter_files": None}, "cpu") == \
         "6da5aecb0a0488f7944bf3cb"
-    assert run._run_key("seqrec", EvalSettings(max_test=5, ranking="likelihood"), ["a", "bb"],
-                        {"model_files": "files:m", "adapter_files": "files:a"}, "cuda") == \
-        "585cc8390178113bde94b417"
+    seq = (EvalSettings(max_test=5, ranking="likelihood"), ["a", "bb"])
+    ident = {"model_files": "files:m", "adapter_files": "files:a"}
+    assert run._run_key("seqrec", *seq, None, ident, "cuda") == "585cc8390178113bde94b417"
+    # the same prompts ranked against other negatives: other chunks
+    recs = [_seqrec(["Babe (1995)"], "Heat (1995)", ["Nixon (1995)"]),
+            _seqrec(["Babe (1995)"], "Heat (1995)", ["Casino (1995)"])]
+    digests = [run.negatives_digest([r]) for r in recs]
+    assert digests[0] != digests[1] and run.negatives_digest([{"input": "x"}]) is None
+    keys = {run._run_key("seqrec", *seq, d, ident, "cuda") for d in digests}
+    assert len(keys) == 2 and "585cc8390178113bde94b417" not in keys
 
 
 def test_chunks_left_inside_the_output_folder_move_to_the_partial_one(tmp_path):

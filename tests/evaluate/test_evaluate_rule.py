@@ -10,7 +10,7 @@ from popularity_folder import write_popularity_folder
 
 from goracs.cache import texts_digest
 from goracs.cli import main
-from goracs.evaluate.run import sample_test_indices
+from goracs.evaluate.run import negatives_digest, sample_test_indices
 from goracs.prompts import DOMAINS, ctr_record
 from goracs.records import render_prompt
 
@@ -46,6 +46,7 @@ def test_popularity_ranks_and_the_evaluation_format(tmp_path, capsys):
     # the digest a model's evaluation of the same records records
     test = json.loads((d / "test.json").read_text())
     assert doc["data"]["test_digest"] == texts_digest([render_prompt(r, False) for r in test])
+    assert doc["data"]["negatives_digest"] == negatives_digest(test)
 
 
 def test_liked_share_on_the_records_a_model_evaluation_scores(tmp_path):

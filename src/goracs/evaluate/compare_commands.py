@@ -55,9 +55,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_compare)
 
 
-def load_run(spec: str) -> tuple[str, list[dict[str, Any]]]:
-    """A run's task and prediction rows, from an evaluation folder or a predictions file."""
-    from goracs.io import read_jsonl
+#: What ``metrics.json`` records of the test samples scored; runs compared must agree on each
+#: one that they record.
+TEST_IDENTITY = {"test_digest": "test prompts", "negatives_digest": "SeqRec negatives"}
+
+
+def load_run(spec: str) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    """A run's task, prediction rows, and what its ``metrics.json`` (when beside the
+    predictions) records of the test samples (:data:`TEST_IDENTITY`), from an evaluation
+    folder or a predictions file."""
+    from goracs.io import read_json, read_jsonl
 
     path = Path(spec)
     if path.is_dir():
@@ -67,11 +74,26 @@ def load_run(spec: str) -> tuple[str, list[dict[str, Any]]]:
     rows = read_jsonl(path, "predictions")
     if not rows or not all(isinstance(r, dict) and "index" in r for r in rows):
         raise GoracsError(f"{path}: not predictions (each line needs an index)")
+    metrics = path.parent / "metrics.json"
+    doc = read_json(metrics) if metrics.is_file() else None
+    data = doc.get("data") if isinstance(doc, dict) else None
+    ident = {k: data[k] for k in TEST_IDENTITY if isinstance(data, dict) and k in data}
     if all("p_yes" in r and "label" in r for r in rows):
-        return "ctr", rows
+        return "ctr", rows, ident
     if all("rank_sampled" in r for r in rows):
-        return "seqrec", rows
+        return "seqrec", rows, ident
     raise GoracsError(f"{path}: lines need p_yes and label (CTR) or rank_sampled (SeqRec)")
+
+
+def check_same_test(specs: list[str], idents: list[dict[str, Any]]) -> None:
+    """Refuse runs whose ``metrics.json`` record different test prompts or negatives: the
+    prediction rows carry only indices, which two different test folders share."""
+    for key, what in TEST_IDENTITY.items():
+        seen = {(i[key], s) for s, i in zip(specs, idents, strict=True) if key in i}
+        if len({v for v, _ in seen}) > 1:
+            a, b = sorted(seen)[0][1], sorted(seen)[-1][1]
+            raise GoracsError(f"the runs compared scored different {what} ({a} and {b}); "
+                              "compare evaluations of the same prepared test set")
 
 
 def default_metrics(task: str, runs: list[list[dict[str, Any]]]) -> list[str]:
@@ -95,12 +117,13 @@ def compare_arms(baseline: list[str], candidate: list[str], metrics: list[str] |
     if not 0 < level < 1:
         raise GoracsError(f"--level must be between 0 and 1, got {level}")
     loaded = [[load_run(s) for s in arm] for arm in (baseline, candidate)]
-    tasks = {t for arm in loaded for t, _ in arm}
+    tasks = {t for arm in loaded for t, _, _ in arm}
     if len(tasks) > 1:
         raise GoracsError("the runs compared mix CTR and SeqRec predictions")
     task = tasks.pop()
-    a_runs = [rows for _, rows in loaded[0]]
-    b_runs = [rows for _, rows in loaded[1]]
+    check_same_test(baseline + candidate, [i for arm in loaded for _, _, i in arm])
+    a_runs = [rows for _, rows, _ in loaded[0]]
+    b_runs = [rows for _, rows, _ in loaded[1]]
     names = metrics or default_metrics(task, a_runs + b_runs)
     for m in names:
         metric_kind(task, m)  # an unknown metric: one line before any work

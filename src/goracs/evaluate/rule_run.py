@@ -19,7 +19,7 @@ from goracs.cache import texts_digest
 from goracs.errors import GoracsError
 from goracs.evaluate.metrics import ctr_metrics, ranking_metrics
 from goracs.evaluate.references import liked_share_predictions, popularity_predictions
-from goracs.evaluate.run import sample_test_indices
+from goracs.evaluate.run import negatives_digest, sample_test_indices
 from goracs.io import atomic_write_json, atomic_write_text, read_json
 from goracs.outputs import OutputPlace
 from goracs.records import load_records, render_prompt
@@ -65,9 +65,12 @@ def evaluate_rule(data_dir: str | os.PathLike, task: str, out: str | os.PathLike
     rows = rule_predictions(data_dir, task, test, idx)
     # the digest a model's evaluation of the same records records
     digest = texts_digest([render_prompt(test[i], False) for i in idx])
-    doc = {"task": task, "rule": rule, "model": None, "adapter": None,
-           "data": {"dir": str(data_dir), "test_records": len(test), "scored": len(rows),
-                    "test_digest": digest},
+    data = {"dir": str(data_dir), "test_records": len(test), "scored": len(rows),
+            "test_digest": digest}
+    negatives = negatives_digest([test[i] for i in idx]) if task == "seqrec" else None
+    if negatives is not None:
+        data["negatives_digest"] = negatives
+    doc = {"task": task, "rule": rule, "model": None, "adapter": None, "data": data,
            "settings": {"max_test": max_test, "seed": seed},
            "metrics": rule_metrics(task, rows),
            "seconds": {"total": round(time.perf_counter() - t0, 3)}}

@@ -32,7 +32,7 @@ from goracs.outputs import OutputPlace
 from goracs.paths import cache_root
 from goracs.records import ctr_labels, load_records, render_prompt
 
-__all__ = ["EvalSettings", "evaluate", "sample_test_indices"]
+__all__ = ["EvalSettings", "evaluate", "negatives_digest", "sample_test_indices"]
 
 
 def sample_test_indices(n: int, max_test: int | None, seed: int) -> np.ndarray:
@@ -42,6 +42,16 @@ def sample_test_indices(n: int, max_test: int | None, seed: int) -> np.ndarray:
         return np.arange(n)
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n, size=max_test, replace=False))
+
+
+def negatives_digest(test: Sequence[Mapping[str, Any]]) -> str | None:
+    """The digest of the scored records' SeqRec negatives, in order, or None when a record has
+    none. The prompts do not show them, so two folders with the same test prompts (another
+    ``prepare --seed`` or ``--negative-sampling``) are told apart by this."""
+    lists = [r.get("negatives") for r in test]
+    if not lists or not all(isinstance(x, list) for x in lists):
+        return None
+    return texts_digest([json.dumps(x, ensure_ascii=False) for x in lists])
 
 
 def _load_items(data_dir: Path) -> list[str]:
@@ -121,12 +131,13 @@ def evaluate(
     lm.eval()
     t_load = time.perf_counter() - t0
     prompts = [render_prompt(r, False) for r in test]
-    run_key = _run_key(task, settings, prompts, identity, dev)
+    negatives = negatives_digest(test) if task == "seqrec" else None
+    run_key = _run_key(task, settings, prompts, negatives, identity, dev)
     # The model passes' chunks live in the partial folder, keyed by everything that shapes
     # them: an interrupted evaluation resumes from them, another one starts afresh.
     part = place.begin(keep={f".work-{run_key}"})
     work = _work_folder(part, out, run_key)
-    doc = _header(task, identity, data_dir, len(records), prompts, settings, dev)
+    doc = _header(task, identity, data_dir, len(records), prompts, negatives, settings, dev)
     # Prompts of similar length share a batch (little padding); results return to file order.
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
     ctx = EvalContext(model=lm, tokenizer=tok, identity=identity, records=test, indices=idx,
@@ -149,12 +160,16 @@ def evaluate(
     return doc
 
 
-def _run_key(task: str, settings: EvalSettings, prompts: Sequence[str],
+def _run_key(task: str, settings: EvalSettings, prompts: Sequence[str], negatives: str | None,
              identity: Mapping[str, Any], device: str) -> str:
-    """The key of everything that shapes the model passes' results."""
-    return content_key({"task": task, "settings": asdict(settings),
-                        "prompts": texts_digest(prompts), "model": identity["model_files"],
-                        "adapter": identity["adapter_files"], "device": device, "format": 1})
+    """The key of everything that shapes the model passes' results (the negatives too: the
+    likelihood ranking scores them)."""
+    doc = {"task": task, "settings": asdict(settings), "prompts": texts_digest(prompts),
+           "model": identity["model_files"], "adapter": identity["adapter_files"],
+           "device": device, "format": 1}
+    if negatives is not None:
+        doc["negatives"] = negatives
+    return content_key(doc)
 
 
 def _work_folder(part: Path, out: Path, run_key: str) -> Path:
@@ -168,14 +183,18 @@ def _work_folder(part: Path, out: Path, run_key: str) -> Path:
 
 
 def _header(task: str, identity: Mapping[str, Any], data_dir: Path, n_records: int,
-            prompts: Sequence[str], settings: EvalSettings, device: str) -> dict[str, Any]:
+            prompts: Sequence[str], negatives: str | None, settings: EvalSettings,
+            device: str) -> dict[str, Any]:
     """The entries of ``metrics.json`` before the task's own: the model, the data, the
     settings."""
+    data = {"dir": str(data_dir), "test_records": n_records, "scored": len(prompts),
+            "test_digest": texts_digest(prompts)}
+    if negatives is not None:
+        data["negatives_digest"] = negatives
     return {
         "task": task, "model": identity["model"], "model_files": identity["model_files"],
         "adapter": identity["adapter"], "adapter_files": identity["adapter_files"],
-        "data": {"dir": str(data_dir), "test_records": n_records, "scored": len(prompts),
-                 "test_digest": texts_digest(prompts)},
+        "data": data,
         "settings": {**asdict(settings), "device": device},
     }
 
