@@ -18,24 +18,16 @@ from pathlib import Path
 
 from goracs.errors import GoracsError
 from goracs.evaluate.compare import paired_auc_difference, paired_ranking_difference
-from goracs.io import read_jsonl
+from goracs.evaluate.compare_commands import check_same_test, load_run
 
 
-def _load(path: Path) -> tuple[str, dict[int, dict]]:
-    rows = read_jsonl(path, "predictions")
-    if not rows or not all(isinstance(r, dict) and "index" in r for r in rows):
-        raise GoracsError(f"{path}: not predictions (each line needs an index)")
-    if all({"label", "p_yes"} <= set(r) for r in rows):
-        task = "ctr"
-    elif all({"rank_sampled", "rank_full"} <= set(r) for r in rows):
-        task = "seqrec"
-    else:
-        raise GoracsError(f"{path}: lines need label and p_yes (CTR) or rank_sampled and "
-                          "rank_full (SeqRec)")
+def _load(path: Path) -> tuple[str, dict[int, dict], dict]:
+    """The run's task, its rows by test index, and what its metrics.json says of the test."""
+    task, rows, ident = load_run(str(path))
     by_index = {int(r["index"]): r for r in rows}
     if len(by_index) != len(rows):
         raise GoracsError(f"{path}: repeated index")
-    return task, by_index
+    return task, by_index, ident
 
 
 def _name(path: Path) -> str:
@@ -45,7 +37,7 @@ def _name(path: Path) -> str:
 def report(paths: list[Path], ks: list[int], n_boot: int = 1000, seed: int = 0) -> str:
     if len(paths) < 2:
         raise GoracsError("give at least two predictions files: the reference, then the others")
-    task, ref = _load(paths[0])
+    task, ref, ref_ident = _load(paths[0])
     order = sorted(ref)
     lines: list[str] = []
     if task == "seqrec":
@@ -55,9 +47,10 @@ def report(paths: list[Path], ks: list[int], n_boot: int = 1000, seed: int = 0) 
         lines += ["| A | B | samples | AUC A | AUC B | B - A | bootstrap se | 95% interval |",
                   "|---|---|---:|---:|---:|---:|---:|---|"]
     for path in paths[1:]:
-        t, other = _load(path)
+        t, other, ident = _load(path)
         if t != task:
             raise GoracsError(f"{path}: {t} predictions, but {paths[0]} holds {task}")
+        check_same_test([str(paths[0]), str(path)], [ref_ident, ident])
         if set(other) != set(ref):
             raise GoracsError(f"{path}: scored other samples than {paths[0]} "
                               f"({len(other)} against {len(ref)})")
@@ -77,8 +70,8 @@ def report(paths: list[Path], ks: list[int], n_boot: int = 1000, seed: int = 0) 
             raise GoracsError(f"{path}: targets differ from {paths[0]}")
         for proto in ("sampled", "full"):
             key = f"rank_{proto}"
-            ra = [ref[i][key] for i in order]
-            rb = [other[i][key] for i in order]
+            ra = [ref[i].get(key) for i in order]
+            rb = [other[i].get(key) for i in order]
             if all(r is None for r in ra + rb):
                 continue  # a protocol neither run scored (likelihood ranking has no full one)
             for metric in ("NDCG", "HR"):

@@ -128,8 +128,16 @@ def test_script_rejects_unpaired_or_mixed_files(tmp_path, capsys, load_script):
     c = _write(tmp_path / "c" / "predictions.jsonl", [{"index": 0, "label": 1, "p_yes": 0.5}])
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
+    # the same indices, but metrics.json say the negatives were others
+    d = _write(tmp_path / "d" / "predictions.jsonl", _seqrec([0, 1, 2]))
+    e = _write(tmp_path / "e" / "predictions.jsonl", _seqrec([0, 1, 2]))
+    for p, neg in ((d, "n1"), (e, "n2")):
+        (p.parent / "metrics.json").write_text(json.dumps({"data": {"negatives_digest": neg}}))
     mod = load_script("compare_predictions")
-    for argv in ([str(a), str(b)], [str(a), str(c)], [str(a), str(bad)], [str(a)]):
+    for argv in ([str(a), str(b)], [str(a), str(c)], [str(a), str(bad)], [str(a)],
+                 [str(d), str(e)]):
         assert mod.main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("compare_predictions: error:") and "\n" not in err
+    assert "different SeqRec negatives" in err
+    assert mod.main([str(a), str(d)]) == 0  # a run without the record is not refused
