@@ -155,6 +155,21 @@ def test_negatives_are_drawn_uniformly_or_by_popularity(by, hot_share):
     assert np.array_equal(neg, again)
 
 
+def test_how_popular_the_negatives_are_beside_their_targets():
+    from goracs.data.samples import negatives_popularity
+
+    table = crowd_table()
+    code = {t: i for i, t in enumerate(table.titles)}
+    # interactions: hot 200 each, cold 1 each (cold0 2: lonely0 and the probe)
+    stats = negatives_popularity(table, np.array([code["hot0"], code["cold1"]]),
+                                 np.array([[code["cold2"], code["hot1"]],
+                                           [code["hot2"], code["cold3"]]]))
+    # row 0: neither beats hot0's 200 (a tie is not more); row 1: hot2 beats cold1
+    assert stats == {"target_median_interactions": 100.5,
+                     "negative_median_interactions": 100.5,
+                     "more_popular_than_target": 0.25}
+
+
 def test_popularity_negatives_are_distinct_and_recorded_in_meta():
     table = catalogue_table()
     neg = sample_negatives(table, np.array([0, 1, 2]), k=12, seed=7, by="popularity")
@@ -162,6 +177,9 @@ def test_popularity_negatives_are_distinct_and_recorded_in_meta():
     p = build_prepared(table, "seqrec", DOMAINS["movies"], negatives=5, seed=2,
                        negative_sampling="popularity")
     assert p.meta["sizes"]["negative_sampling"] == "popularity"
+    assert set(p.meta["counts"]["negatives"]) == {"target_median_interactions",
+                                                  "negative_median_interactions",
+                                                  "more_popular_than_target"}
     with pytest.raises(GoracsError, match="unknown negative sampling 'pop'"):
         build_prepared(table, "seqrec", DOMAINS["movies"], negatives=5,
                        negative_sampling="pop")

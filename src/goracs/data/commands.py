@@ -197,6 +197,14 @@ def _report(prepared: Prepared) -> None:
         if ctr:
             line += f" {c['yes'] / max(c['samples'], 1):6.1%}"
         print(line)
+    neg = counts.get("negatives")
+    if neg is not None:
+        sizes = meta.get("sizes", {})
+        print(f"negatives: {sizes.get('negatives')} per test sample, drawn "
+              f"{sizes.get('negative_sampling')}; median "
+              f"{neg['negative_median_interactions']:,.0f} interactions against the targets' "
+              f"{neg['target_median_interactions']:,.0f}; "
+              f"{neg['more_popular_than_target']:.1%} more popular than their target")
 
 
 def _fmt(v: object) -> str:

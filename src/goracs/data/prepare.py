@@ -28,6 +28,7 @@ from goracs.data.samples import (
     Windows,
     build_windows,
     check_split,
+    negatives_popularity,
     sample_negatives,
     split_sizes,
     subsample_held_out,
@@ -163,9 +164,12 @@ def build_prepared(
                                               valid_size, test_size, max_train, seed)
     n_valid, n_test = len(picks["valid"]), len(picks["test"])
     neg_codes = None
+    neg_stats = None
     if task == "seqrec":
         test_users = table.user_idx[target_rows[picks["test"]]]
         neg_codes = sample_negatives(table, test_users, negatives, seed, negative_sampling)
+        neg_stats = negatives_popularity(
+            table, table.item_idx[target_rows[picks["test"]]], neg_codes)
 
     titles = table.titles
     if not math.isfinite(like_threshold):
@@ -240,6 +244,7 @@ def build_prepared(
             "train_pool": n_train,
             **held_out,
             "splits": split_counts,
+            **({"negatives": neg_stats} if neg_stats is not None else {}),
         },
         "source": table.source,
         "goracs_version": goracs.__version__,

@@ -245,3 +245,19 @@ def sample_negatives(table: Interactions, users: np.ndarray, k: int, seed: int,
             w = weight[cand]
             out[j] = rng.choice(cand, size=k, replace=False, p=w / w.sum())
     return out
+
+
+def negatives_popularity(table: Interactions, targets: np.ndarray,
+                         negatives: np.ndarray) -> dict[str, float]:
+    """How popular the test negatives are beside their targets (item codes; ``negatives`` has
+    one row per target), by interactions in the whole table: both medians, and the share of
+    negatives with more interactions than their own target. Under uniform draws most
+    negatives are obscure, so that share is small and popularity alone ranks targets high."""
+    count = np.bincount(table.item_idx, minlength=table.n_items)
+    t = count[np.asarray(targets, dtype=np.int64)]
+    n = count[np.asarray(negatives, dtype=np.int64)]
+    return {"target_median_interactions": float(np.median(t)) if t.size else 0.0,
+            "negative_median_interactions": float(np.median(n)) if n.size else 0.0,
+            "more_popular_than_target": round(float(np.mean(n > t[:, None])), 6)
+            if n.size else 0.0}
+
