@@ -14,7 +14,11 @@ FOLDERS = sorted(p.parent for p in RUNS.glob("ml1m-*/metrics.json"))
 LIKELIHOOD = sorted(p.parent for p in RUNS.glob("likelihood-*/ml1m-*/metrics.json"))
 # The evidence protocol's finished runs and reference rules, in the experiment's layout.
 EVIDENCE_ROOT = RUNS.parent / "results" / "evidence"
-EVIDENCE = sorted(p.parent for p in EVIDENCE_ROOT.glob("*/*/*/metrics.json")
+# ... and the same adapters rescored against popularity-drawn negatives, one level deeper so
+# that restoring the protocol's records leaves them out.
+EVIDENCE = sorted(p.parent for pattern in ("*/*/*/metrics.json",
+                                           "popularity-negatives/*/*/*/metrics.json")
+                  for p in EVIDENCE_ROOT.glob(pattern)
                   if p.parent.parent.name in ("evaluate", "reference"))
 
 
