@@ -89,7 +89,7 @@ def check_same_test(specs: list[str], idents: list[dict[str, Any]]) -> None:
     """Refuse runs whose ``metrics.json`` record different test prompts or negatives: the
     prediction rows carry only indices, which two different test folders share."""
     for key, what in TEST_IDENTITY.items():
-        seen = {(i[key], s) for s, i in zip(specs, idents, strict=True) if key in i}
+        seen = {(str(i[key]), s) for s, i in zip(specs, idents, strict=True) if key in i}
         if len({v for v, _ in seen}) > 1:
             a, b = sorted(seen)[0][1], sorted(seen)[-1][1]
             raise GoracsError(f"the runs compared scored different {what} ({a} and {b}); "
