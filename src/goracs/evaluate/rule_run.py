@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from goracs.cache import texts_digest
 from goracs.errors import GoracsError
 from goracs.evaluate.metrics import ctr_metrics, ranking_metrics
 from goracs.evaluate.references import liked_share_predictions, popularity_predictions
-from goracs.evaluate.run import negatives_digest, sample_test_indices
+from goracs.evaluate.run import data_record, negatives_digest, sample_test_indices
 from goracs.io import atomic_write_json, atomic_write_text, read_json
 from goracs.outputs import OutputPlace
 from goracs.records import load_records, render_prompt
@@ -63,13 +62,10 @@ def evaluate_rule(data_dir: str | os.PathLike, task: str, out: str | os.PathLike
     test = load_records(data_dir / "test.json")
     idx = [int(i) for i in sample_test_indices(len(test), max_test, seed)]
     rows = rule_predictions(data_dir, task, test, idx)
-    # the digest a model's evaluation of the same records records
-    digest = texts_digest([render_prompt(test[i], False) for i in idx])
-    data = {"dir": str(data_dir), "test_records": len(test), "scored": len(rows),
-            "test_digest": digest}
-    negatives = negatives_digest([test[i] for i in idx]) if task == "seqrec" else None
-    if negatives is not None:
-        data["negatives_digest"] = negatives
+    scored = [test[i] for i in idx]
+    # the record a model's evaluation of the same records writes (one row per record)
+    data = data_record(data_dir, len(test), [render_prompt(r, False) for r in scored],
+                       negatives_digest(scored) if task == "seqrec" else None)
     doc = {"task": task, "rule": rule, "model": None, "adapter": None, "data": data,
            "settings": {"max_test": max_test, "seed": seed},
            "metrics": rule_metrics(task, rows),

@@ -54,6 +54,18 @@ def negatives_digest(test: Sequence[Mapping[str, Any]]) -> str | None:
     return texts_digest([json.dumps(x, ensure_ascii=False) for x in lists])
 
 
+def data_record(data_dir: Path, n_records: int, prompts: Sequence[str],
+                negatives: str | None) -> dict[str, Any]:
+    """The ``data`` entry of ``metrics.json``: the folder, its test records, those scored, and
+    the digests of their prompts and (when they have them) negatives, which ``goracs compare``
+    checks."""
+    data: dict[str, Any] = {"dir": str(data_dir), "test_records": n_records,
+                            "scored": len(prompts), "test_digest": texts_digest(prompts)}
+    if negatives is not None:
+        data["negatives_digest"] = negatives
+    return data
+
+
 def _load_items(data_dir: Path) -> list[str]:
     p = data_dir / "items.json"
     items = read_json(p, "the SeqRec catalogue of item titles")
@@ -187,14 +199,10 @@ def _header(task: str, identity: Mapping[str, Any], data_dir: Path, n_records: i
             device: str) -> dict[str, Any]:
     """The entries of ``metrics.json`` before the task's own: the model, the data, the
     settings."""
-    data = {"dir": str(data_dir), "test_records": n_records, "scored": len(prompts),
-            "test_digest": texts_digest(prompts)}
-    if negatives is not None:
-        data["negatives_digest"] = negatives
     return {
         "task": task, "model": identity["model"], "model_files": identity["model_files"],
         "adapter": identity["adapter"], "adapter_files": identity["adapter_files"],
-        "data": data,
+        "data": data_record(data_dir, n_records, prompts, negatives),
         "settings": {**asdict(settings), "device": device},
     }
 
